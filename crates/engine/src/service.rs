@@ -1,0 +1,416 @@
+//! Builds the running service from a validated config: exporters with their queues, one task
+//! per pipeline running its processor chain and fanning out to its exporters, and receivers
+//! wired to every pipeline that names them. Also the ordered drain on shutdown.
+
+use crate::component::{
+    BuildContext, ExporterFactory, ProcessorContext, ProcessorFactory, ReceiverFactory,
+    ShutdownTrigger, shutdown_channel,
+};
+use crate::consumer::{Consumer, Consumers, PipelineInput};
+use crate::exporter_helper::{self, ExporterQueue, ExporterStats, QueueConfig, RetryConfig};
+use crate::health::Health;
+use crate::pipeline;
+use crate::telemetry::Registry;
+use meshgate_config::{Catalog, ComponentId, ComponentSpec, Config, Kind};
+use meshgate_pdata::Signal;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// Capacity of a pipeline's input queue, in requests. Small on purpose: the batch processor
+/// and the exporter queues do the buffering; this only smooths bursts between the receivers
+/// and the pipeline task, and a full queue turns into a retryable refusal quickly.
+pub const PIPELINE_QUEUE: usize = 64;
+
+pub(crate) fn sig(s: meshgate_config::Signal) -> Signal {
+    match s {
+        meshgate_config::Signal::Traces => Signal::Traces,
+        meshgate_config::Signal::Metrics => Signal::Metrics,
+        meshgate_config::Signal::Logs => Signal::Logs,
+    }
+}
+
+fn config_sig(s: Signal) -> meshgate_config::Signal {
+    match s {
+        Signal::Traces => meshgate_config::Signal::Traces,
+        Signal::Metrics => meshgate_config::Signal::Metrics,
+        Signal::Logs => meshgate_config::Signal::Logs,
+    }
+}
+
+/// Every component type the binary knows, by section. Also the [`Catalog`] the config
+/// validator consults, so what validates is exactly what can be built.
+#[derive(Default)]
+pub struct Components {
+    receivers: BTreeMap<&'static str, Box<dyn ReceiverFactory>>,
+    processors: BTreeMap<&'static str, Box<dyn ProcessorFactory>>,
+    exporters: BTreeMap<&'static str, Box<dyn ExporterFactory>>,
+}
+
+/// One row of `meshgate components`.
+pub struct ComponentInfo {
+    /// Section.
+    pub kind: Kind,
+    /// Type name.
+    pub type_name: &'static str,
+    /// Supported signals.
+    pub signals: &'static [Signal],
+    /// One-line description.
+    pub description: &'static str,
+}
+
+impl Components {
+    /// Registers a receiver type.
+    pub fn receiver(mut self, f: impl ReceiverFactory + 'static) -> Self {
+        self.receivers.insert(f.type_name(), Box::new(f));
+        self
+    }
+    /// Registers a processor type.
+    pub fn processor(mut self, f: impl ProcessorFactory + 'static) -> Self {
+        self.processors.insert(f.type_name(), Box::new(f));
+        self
+    }
+    /// Registers an exporter type.
+    pub fn exporter(mut self, f: impl ExporterFactory + 'static) -> Self {
+        self.exporters.insert(f.type_name(), Box::new(f));
+        self
+    }
+
+    /// Every registered type, by section then name.
+    pub fn list(&self) -> Vec<ComponentInfo> {
+        let mut out = Vec::new();
+        for f in self.receivers.values() {
+            out.push(info_of(Kind::Receiver, f.as_ref()));
+        }
+        for f in self.processors.values() {
+            out.push(info_of(Kind::Processor, f.as_ref()));
+        }
+        for f in self.exporters.values() {
+            out.push(info_of(Kind::Exporter, f.as_ref()));
+        }
+        out
+    }
+}
+
+fn info_of(kind: Kind, f: &(impl crate::component::Factory + ?Sized)) -> ComponentInfo {
+    ComponentInfo {
+        kind,
+        type_name: f.type_name(),
+        signals: f.signals(),
+        description: f.description(),
+    }
+}
+
+fn spec_of(f: &(impl crate::component::Factory + ?Sized)) -> ComponentSpec {
+    ComponentSpec {
+        signals: f.signals().iter().map(|s| config_sig(*s)).collect(),
+        schema: f.schema(),
+    }
+}
+
+impl Catalog for Components {
+    fn component(&self, kind: Kind, type_name: &str) -> Option<ComponentSpec> {
+        match kind {
+            Kind::Receiver => self.receivers.get(type_name).map(|f| spec_of(f.as_ref())),
+            Kind::Processor => self.processors.get(type_name).map(|f| spec_of(f.as_ref())),
+            Kind::Exporter => self.exporters.get(type_name).map(|f| spec_of(f.as_ref())),
+            Kind::Connector | Kind::Extension => None,
+        }
+    }
+
+    fn type_names(&self, kind: Kind) -> Vec<String> {
+        let keys: Vec<&&str> = match kind {
+            Kind::Receiver => self.receivers.keys().collect(),
+            Kind::Processor => self.processors.keys().collect(),
+            Kind::Exporter => self.exporters.keys().collect(),
+            Kind::Connector | Kind::Extension => Vec::new(),
+        };
+        keys.into_iter().map(|k| k.to_string()).collect()
+    }
+}
+
+/// The running gateway.
+pub struct Service {
+    receiver_stop: ShutdownTrigger,
+    receivers: Vec<(String, JoinHandle<()>)>,
+    pipelines: Vec<(String, JoinHandle<()>)>,
+    exporters: Vec<JoinHandle<()>>,
+    exporter_stats: Vec<ExporterStats>,
+    hard_stop: ShutdownTrigger,
+    draining: Arc<AtomicBool>,
+    health: Arc<Health>,
+}
+
+/// What the drain achieved.
+#[derive(Debug, Default)]
+pub struct DrainReport {
+    /// Whether everything flushed before the timeout.
+    pub complete: bool,
+    /// Items dropped because the timeout passed (all exporters).
+    pub dropped: u64,
+    /// How long the drain took.
+    pub took: Duration,
+}
+
+impl Service {
+    /// Builds and starts everything the config's pipelines use. Errors name the component.
+    pub async fn start(
+        config: &Config,
+        components: &Components,
+        telemetry: &Registry,
+        health: Arc<Health>,
+    ) -> Result<Service, String> {
+        let (hard_stop, hard_stop_signal) = shutdown_channel();
+        let (receiver_stop, _) = shutdown_channel();
+        let draining = Arc::new(AtomicBool::new(false));
+
+        // Exporters, once each, however many pipelines use them.
+        let mut exporter_queues: BTreeMap<ComponentId, Arc<ExporterQueue>> = BTreeMap::new();
+        let mut exporter_tasks = Vec::new();
+        let mut exporter_stats = Vec::new();
+        for p in config.service.pipelines.values() {
+            for id in &p.exporters {
+                if exporter_queues.contains_key(id) {
+                    continue;
+                }
+                let body = config
+                    .exporters
+                    .get(id)
+                    .ok_or_else(|| format!("exporter `{id}` is not defined"))?;
+                let factory = components
+                    .exporters
+                    .get(id.type_name.as_str())
+                    .ok_or_else(|| format!("unknown exporter type `{}`", id.type_name))?;
+                let ctx = BuildContext {
+                    id: id.to_string(),
+                    config: body,
+                    telemetry,
+                };
+                let exporter = factory
+                    .build(ctx)
+                    .map_err(|e| format!("exporter `{id}`: {e}"))?;
+                let (queue, retry) = if factory.uses_queue_and_retry() {
+                    (
+                        parse_field::<QueueConfig>(body, "sending_queue")
+                            .map_err(|e| format!("exporter `{id}`: {e}"))?,
+                        parse_field::<RetryConfig>(body, "retry_on_failure")
+                            .map_err(|e| format!("exporter `{id}`: {e}"))?,
+                    )
+                } else {
+                    (
+                        QueueConfig {
+                            num_consumers: 1,
+                            ..QueueConfig::default()
+                        },
+                        RetryConfig::disabled(),
+                    )
+                };
+                let (handle, stats, task) = exporter_helper::start(
+                    &id.to_string(),
+                    exporter,
+                    queue,
+                    retry,
+                    telemetry,
+                    hard_stop_signal.clone(),
+                );
+                exporter_queues.insert(id.clone(), handle);
+                exporter_tasks.push(task);
+                exporter_stats.push(stats);
+            }
+        }
+
+        // Pipelines.
+        let mut inputs: BTreeMap<ComponentId, Vec<(Signal, PipelineInput)>> = BTreeMap::new();
+        let mut pipeline_tasks = Vec::new();
+        for (pid, p) in &config.service.pipelines {
+            let signal = sig(pid.signal);
+            let pctx = ProcessorContext {
+                pipeline: pid.to_string(),
+                signal,
+            };
+            let mut processors = Vec::new();
+            for id in &p.processors {
+                let body = config
+                    .processors
+                    .get(id)
+                    .ok_or_else(|| format!("processor `{id}` is not defined"))?;
+                let factory = components
+                    .processors
+                    .get(id.type_name.as_str())
+                    .ok_or_else(|| format!("unknown processor type `{}`", id.type_name))?;
+                let ctx = BuildContext {
+                    id: id.to_string(),
+                    config: body,
+                    telemetry,
+                };
+                processors.push(
+                    factory
+                        .build(ctx, &pctx)
+                        .map_err(|e| format!("processor `{id}` in pipeline `{pid}`: {e}"))?,
+                );
+            }
+            let gates = processors
+                .iter()
+                .filter_map(|p| p.admission_gate())
+                .collect();
+            let (tx, rx) = tokio::sync::mpsc::channel(PIPELINE_QUEUE);
+            let input = PipelineInput {
+                pipeline: pid.to_string(),
+                tx,
+                gates,
+            };
+            for r in &p.receivers {
+                inputs
+                    .entry(r.clone())
+                    .or_default()
+                    .push((signal, input.clone()));
+            }
+            let exporters: Vec<Arc<ExporterQueue>> = p
+                .exporters
+                .iter()
+                .filter_map(|e| exporter_queues.get(e).cloned())
+                .collect();
+            let task = tokio::spawn(pipeline::run(
+                pid.to_string(),
+                rx,
+                processors,
+                exporters,
+                telemetry.clone(),
+            ));
+            pipeline_tasks.push((pid.to_string(), task));
+        }
+        // The pipelines own the exporter handles now; dropping ours lets the queues close when
+        // the pipelines end.
+        drop(exporter_queues);
+
+        // Receivers.
+        let mut receiver_tasks = Vec::new();
+        for (rid, wired) in inputs {
+            let body = config
+                .receivers
+                .get(&rid)
+                .ok_or_else(|| format!("receiver `{rid}` is not defined"))?;
+            let factory = components
+                .receivers
+                .get(rid.type_name.as_str())
+                .ok_or_else(|| format!("unknown receiver type `{}`", rid.type_name))?;
+            let mut consumers = Consumers::default();
+            for signal in Signal::ALL {
+                let targets: Vec<PipelineInput> = wired
+                    .iter()
+                    .filter(|(s, _)| *s == signal)
+                    .map(|(_, i)| i.clone())
+                    .collect();
+                if !targets.is_empty() {
+                    consumers.set(Consumer::new(
+                        &rid.to_string(),
+                        signal,
+                        targets,
+                        draining.clone(),
+                        telemetry,
+                    ));
+                }
+            }
+            let ctx = BuildContext {
+                id: rid.to_string(),
+                config: body,
+                telemetry,
+            };
+            let receiver = factory
+                .build(ctx, consumers)
+                .map_err(|e| format!("receiver `{rid}`: {e}"))?;
+            let task = receiver
+                .start(receiver_stop.signal())
+                .await
+                .map_err(|e| format!("receiver `{rid}`: {e}"))?;
+            receiver_tasks.push((rid.to_string(), task));
+        }
+        health.set_running();
+        info!(
+            pipelines = pipeline_tasks.len(),
+            receivers = receiver_tasks.len(),
+            exporters = exporter_tasks.len(),
+            "meshgate is running"
+        );
+        Ok(Service {
+            receiver_stop,
+            receivers: receiver_tasks,
+            pipelines: pipeline_tasks,
+            exporters: exporter_tasks,
+            exporter_stats,
+            hard_stop,
+            draining,
+            health,
+        })
+    }
+
+    /// Drains: readiness off, receivers stop accepting and finish requests in flight, pipelines
+    /// flush their processors (batches), exporters send what is queued. Whatever is still queued
+    /// when `timeout` passes is dropped, counted (`reason="shutdown"`) and reported.
+    pub async fn shutdown(self, timeout: Duration) -> DrainReport {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.health.set_draining();
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.receiver_stop.trigger();
+        let mut complete = true;
+        for (name, task) in self.receivers {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                warn!(receiver = %name, "receiver did not stop within the drain timeout");
+                complete = false;
+            }
+        }
+        for (name, task) in self.pipelines {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                warn!(pipeline = %name, "pipeline did not flush within the drain timeout");
+                complete = false;
+            }
+        }
+        let mut pending = Vec::new();
+        for task in self.exporters {
+            match tokio::time::timeout_at(deadline, task).await {
+                Ok(_) => {}
+                Err(_) => {
+                    complete = false;
+                    pending.push(());
+                }
+            }
+        }
+        if !complete {
+            // Stop the senders; they count what is left and exit promptly.
+            self.hard_stop.trigger();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let dropped: u64 = self
+            .exporter_stats
+            .iter()
+            .map(|s| s.dropped_on_shutdown() + s.queued().max(0) as u64)
+            .sum();
+        for s in &self.exporter_stats {
+            let lost = s.dropped_on_shutdown() + s.queued().max(0) as u64;
+            if lost > 0 {
+                warn!(exporter = %s.id(), items = lost, "could not deliver before the drain timeout");
+            }
+        }
+        DrainReport {
+            complete: complete && dropped == 0,
+            dropped,
+            took: started.elapsed(),
+        }
+    }
+}
+
+/// Reads an optional field of a component body as a typed value (absent → default).
+fn parse_field<T: serde::de::DeserializeOwned + Default>(
+    body: &serde_json::Value,
+    key: &str,
+) -> Result<T, String> {
+    match body.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(T::default()),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| format!("{key}: {e}")),
+    }
+}

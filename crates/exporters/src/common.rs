@@ -1,0 +1,279 @@
+//! Pieces shared by the exporters: config parsing, compression choice, the `google.rpc`
+//! messages used in error details, and test helpers.
+
+use meshgate_engine::BuildContext;
+use meshgate_pdata::Payload;
+use meshgate_pdata::otlp::{
+    ExportLogsPartialSuccess, ExportMetricsPartialSuccess, ExportTracePartialSuccess,
+};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// Parses a component body into its typed config. A missing body (`otlp:` with nothing
+/// after it) and top-level keys written with an empty value (`sending_queue:`) mean
+/// "defaults", exactly as the engine reads `sending_queue` / `retry_on_failure` itself.
+pub(crate) fn parse_config<T: DeserializeOwned>(ctx: &BuildContext<'_>) -> Result<T, String> {
+    let mut body = match ctx.config {
+        serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+        v => v.clone(),
+    };
+    if let serde_json::Value::Object(map) = &mut body {
+        map.retain(|_, v| !v.is_null());
+    }
+    serde_json::from_value(body).map_err(|e| e.to_string())
+}
+
+/// Compression of request bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// gzip (the OTLP default; every backend accepts it).
+    #[default]
+    Gzip,
+    /// zstd (gRPC only: cheaper on CPU at a similar ratio; the backend must support it).
+    Zstd,
+    /// No compression.
+    None,
+}
+
+/// An I/O error's text without the `(os error N)` suffix, so messages read
+/// `cannot open /x/y: Permission denied`.
+pub(crate) fn io_error_text(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// Items the backend rejected and its message, from an OTLP partial success.
+pub(crate) fn partial_success(rejected: i64, error_message: &str) -> meshgate_engine::Exported {
+    meshgate_engine::Exported {
+        rejected: rejected.max(0) as u64,
+        message: (!error_message.is_empty()).then(|| error_message.to_string()),
+    }
+}
+
+pub(crate) fn from_trace_ps(p: Option<ExportTracePartialSuccess>) -> meshgate_engine::Exported {
+    p.map(|p| partial_success(p.rejected_spans, &p.error_message))
+        .unwrap_or_default()
+}
+
+pub(crate) fn from_metrics_ps(p: Option<ExportMetricsPartialSuccess>) -> meshgate_engine::Exported {
+    p.map(|p| partial_success(p.rejected_data_points, &p.error_message))
+        .unwrap_or_default()
+}
+
+pub(crate) fn from_logs_ps(p: Option<ExportLogsPartialSuccess>) -> meshgate_engine::Exported {
+    p.map(|p| partial_success(p.rejected_log_records, &p.error_message))
+        .unwrap_or_default()
+}
+
+/// A short description of a payload for error messages.
+pub(crate) fn describe(p: &Payload) -> String {
+    format!("{} {}", p.item_count(), p.signal())
+}
+
+/// `google.rpc` messages, declared by hand (field numbers from the public API definitions) so
+/// the crate needs no extra proto dependency.
+pub(crate) mod rpc {
+    use std::time::Duration;
+
+    /// `google.rpc.Status`: the error model of gRPC details and OTLP/HTTP error bodies.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Status {
+        #[prost(int32, tag = "1")]
+        pub code: i32,
+        #[prost(string, tag = "2")]
+        pub message: String,
+        #[prost(message, repeated, tag = "3")]
+        pub details: Vec<Any>,
+    }
+
+    /// `google.protobuf.Any`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Any {
+        #[prost(string, tag = "1")]
+        pub type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        pub value: Vec<u8>,
+    }
+
+    /// `google.rpc.RetryInfo`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RetryInfo {
+        #[prost(message, optional, tag = "1")]
+        pub retry_delay: Option<ProtoDuration>,
+    }
+
+    /// `google.protobuf.Duration`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ProtoDuration {
+        #[prost(int64, tag = "1")]
+        pub seconds: i64,
+        #[prost(int32, tag = "2")]
+        pub nanos: i32,
+    }
+
+    /// Type URL of [`RetryInfo`] inside an `Any`.
+    pub const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+    /// The `RetryInfo` delay carried in an encoded `google.rpc.Status`, if any.
+    /// `Some(Duration::ZERO)` means "RetryInfo present without a delay".
+    pub fn retry_delay(status_bytes: &[u8]) -> Option<Duration> {
+        use prost::Message;
+        if status_bytes.is_empty() {
+            return None;
+        }
+        let status = Status::decode(status_bytes).ok()?;
+        status
+            .details
+            .iter()
+            .find(|a| {
+                a.type_url == RETRY_INFO_TYPE || a.type_url.ends_with("/google.rpc.RetryInfo")
+            })
+            .map(|a| {
+                RetryInfo::decode(a.value.as_slice())
+                    .ok()
+                    .and_then(|r| r.retry_delay)
+                    .map(|d| {
+                        Duration::new(
+                            d.seconds.max(0) as u64,
+                            d.nanos.clamp(0, 999_999_999) as u32,
+                        )
+                    })
+                    .unwrap_or(Duration::ZERO)
+            })
+    }
+
+    /// An encoded `google.rpc.Status` carrying a `RetryInfo` (used by tests).
+    #[cfg(test)]
+    pub fn status_with_retry(code: i32, message: &str, delay: Duration) -> Vec<u8> {
+        use prost::Message;
+        let info = RetryInfo {
+            retry_delay: Some(ProtoDuration {
+                seconds: delay.as_secs() as i64,
+                nanos: delay.subsec_nanos() as i32,
+            }),
+        };
+        Status {
+            code,
+            message: message.to_string(),
+            details: vec![Any {
+                type_url: RETRY_INFO_TYPE.to_string(),
+                value: info.encode_to_vec(),
+            }],
+        }
+        .encode_to_vec()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use meshgate_pdata::Payload;
+    use meshgate_pdata::attributes::kv_str;
+    use meshgate_pdata::otlp::*;
+
+    /// A traces payload with `n` spans under one resource.
+    pub fn traces(n: usize) -> Payload {
+        Payload::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv_str("service.name", "checkout")],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "envoy".into(),
+                        ..Default::default()
+                    }),
+                    spans: (0..n)
+                        .map(|i| Span {
+                            trace_id: vec![1; 16],
+                            span_id: vec![i as u8 + 1; 8],
+                            name: format!("GET /item/{i}"),
+                            start_time_unix_nano: 1_700_000_000_000_000_000,
+                            end_time_unix_nano: 1_700_000_000_100_000_000,
+                            attributes: vec![kv_str("http.method", "GET")],
+                            status: Some(Status {
+                                code: status::StatusCode::Ok as i32,
+                                message: String::new(),
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        })
+    }
+
+    /// A logs payload with `n` records.
+    pub fn logs(n: usize) -> Payload {
+        Payload::Logs(ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![kv_str("service.name", "checkout")],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    scope: None,
+                    log_records: (0..n)
+                        .map(|i| LogRecord {
+                            time_unix_nano: 1_700_000_000_000_000_000,
+                            severity_text: "INFO".into(),
+                            severity_number: 9,
+                            body: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue(format!("line {i}"))),
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        })
+    }
+
+    /// A metrics payload with one gauge of `n` points.
+    pub fn metrics(n: usize) -> Payload {
+        Payload::Metrics(ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: None,
+                scope_metrics: vec![ScopeMetrics {
+                    scope: None,
+                    metrics: vec![Metric {
+                        name: "queue_depth".into(),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: (0..n)
+                                .map(|i| NumberDataPoint {
+                                    time_unix_nano: 1_700_000_000_000_000_000,
+                                    value: Some(number_data_point::Value::AsInt(i as i64)),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        })),
+                        ..Default::default()
+                    }],
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        })
+    }
+
+    /// A build context over `config`.
+    pub fn ctx<'a>(
+        config: &'a serde_json::Value,
+        telemetry: &'a meshgate_engine::Registry,
+    ) -> meshgate_engine::BuildContext<'a> {
+        meshgate_engine::BuildContext {
+            id: "test".into(),
+            config,
+            telemetry,
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! meshgate's exporters: where telemetry leaves the gateway.
+//!
+//! | type       | signals | sends to |
+//! |------------|---------|----------|
+//! | `otlp`     | all     | an OTLP/gRPC backend (collector, Jaeger, Tempo...) |
+//! | `otlphttp` | all     | an OTLP/HTTP backend, protobuf encoding |
+//! | `debug`    | all     | the gateway's own log |
+//! | `file`     | all     | a local file, one OTLP/JSON export request per line |
+//!
+//! An exporter implements one send attempt ([`meshgate_engine::Exporter::export`]) and maps
+//! the backend's answer to the OTLP rules: partial success becomes
+//! [`meshgate_engine::Exported::rejected`], transient failures become retryable
+//! [`meshgate_engine::ExportError`]s carrying the backend's requested delay. Queueing,
+//! retries with backoff and item accounting are done around it by the engine's exporter
+//! helper, configured by the `sending_queue` and `retry_on_failure` blocks that the network
+//! exporters accept. The local exporters (`debug`, `file`) run without queue or retries, in
+//! order, on one worker.
+
+mod common;
+pub mod debug;
+pub mod file;
+pub mod otlp;
+pub mod otlphttp;
+
+pub use common::Compression;
+pub use debug::DebugExporterFactory;
+pub use file::FileExporterFactory;
+pub use otlp::OtlpExporterFactory;
+pub use otlphttp::OtlpHttpExporterFactory;
+
+/// Registers every exporter of this crate.
+pub fn register(c: meshgate_engine::Components) -> meshgate_engine::Components {
+    c.exporter(OtlpExporterFactory)
+        .exporter(OtlpHttpExporterFactory)
+        .exporter(DebugExporterFactory)
+        .exporter(FileExporterFactory)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn registers_all_exporters() {
+        let c = super::register(meshgate_engine::Components::default());
+        let mut names: Vec<_> = c.list().iter().map(|i| i.type_name).collect();
+        names.sort();
+        assert_eq!(names, ["debug", "file", "otlp", "otlphttp"]);
+    }
+
+    /// Every config field is documented in the schema, with its default or "required".
+    #[test]
+    fn schemas_describe_every_field_and_its_default() {
+        use meshgate_engine::Factory;
+        let factories: [&dyn Factory; 4] = [
+            &super::OtlpExporterFactory,
+            &super::OtlpHttpExporterFactory,
+            &super::DebugExporterFactory,
+            &super::FileExporterFactory,
+        ];
+        for f in factories {
+            let schema = serde_json::to_value(f.schema()).unwrap();
+            let props = schema["properties"].as_object().unwrap();
+            assert!(!props.is_empty(), "{}", f.type_name());
+            for (name, p) in props {
+                let d = p["description"].as_str().unwrap_or_default();
+                assert!(
+                    d.contains("Default") || d.to_lowercase().contains("required"),
+                    "{}.{name}: {d:?}",
+                    f.type_name()
+                );
+            }
+            assert_eq!(schema["additionalProperties"], false, "{}", f.type_name());
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! `meshgate`: the telemetry gateway binary. `run` starts the pipelines from config files,
+//! `validate` checks config files and reports every problem, `components` lists what can be
+//! configured, `schema` prints the config's JSON Schema.
+
+use clap::{Parser, Subcommand};
+use meshgate_config::{Catalog, Diagnostic, Format, Loaded, Severity};
+use meshgate_engine::{Components, Health, Registry, Service};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The pipeline used by `meshgate run` without `-c`.
+const DEFAULT_PIPELINE: &str = include_str!("../pipelines/default.yaml");
+
+#[derive(Parser)]
+#[command(
+    name = "meshgate",
+    version,
+    about = "A telemetry gateway for service meshes: OTLP in, processed, batched and exported.",
+    long_about = None
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway. Without -c, runs the embedded default pipeline (OTLP gRPC :4317 and
+    /// HTTP :4318 on 127.0.0.1, batch, OTLP/JSON files under ./meshgate-data).
+    Run {
+        /// Config file (YAML, TOML or JSON). Repeat to merge several; later files win.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: Vec<PathBuf>,
+        /// How long a shutdown (SIGTERM/SIGINT) may take to deliver queued data.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        drain_timeout: Duration,
+    },
+    /// Check config files and print every problem found; exit 1 if there is an error.
+    Validate {
+        /// Config file. Repeat to merge several; later files win.
+        #[arg(short = 'c', long = "config", value_name = "FILE", required = true)]
+        config: Vec<PathBuf>,
+    },
+    /// List every component type and the signals it supports.
+    Components,
+    /// Print the JSON Schema of the config file format.
+    Schema,
+}
+
+/// Every component this build of meshgate knows.
+fn components() -> Components {
+    let c = Components::default();
+    let c = meshgate_receivers::register(c);
+    let c = meshgate_processors::register(c);
+    meshgate_exporters::register(c)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Components => {
+            print_components();
+            ExitCode::SUCCESS
+        }
+        Command::Schema => {
+            let schema = meshgate_config::config_schema(&components());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Validate { config } => {
+            let comps = components();
+            match load_and_validate(&config, &comps) {
+                Some(_) => {
+                    eprintln!("meshgate: config is valid");
+                    ExitCode::SUCCESS
+                }
+                None => ExitCode::FAILURE,
+            }
+        }
+        Command::Run {
+            config,
+            drain_timeout,
+        } => {
+            let comps = components();
+            let Some(cfg) = load_and_validate(&config, &comps) else {
+                return ExitCode::FAILURE;
+            };
+            init_logs(&cfg.service.telemetry.logs);
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("meshgate")
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("meshgate: error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(run(cfg, comps, drain_timeout)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("meshgate: error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Loads the files (or the embedded default), validates, prints diagnostics to stderr.
+fn load_and_validate(files: &[PathBuf], comps: &Components) -> Option<meshgate_config::Config> {
+    let loaded = if files.is_empty() {
+        Loaded::from_str(DEFAULT_PIPELINE, Format::Yaml, "<default pipeline>")
+    } else {
+        Loaded::from_files(files)
+    };
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(diags) => {
+            report(&diags);
+            return None;
+        }
+    };
+    let (config, diags) = meshgate_config::validate(&loaded, comps as &dyn Catalog);
+    report(&diags);
+    config
+}
+
+fn report(diags: &[Diagnostic]) {
+    for d in diags {
+        eprintln!("{d}");
+    }
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    if errors > 0 {
+        eprintln!(
+            "meshgate: {errors} error{} in the config",
+            if errors == 1 { "" } else { "s" }
+        );
+    }
+}
+
+fn print_components() {
+    let mut last_kind = None;
+    for c in components().list() {
+        if last_kind != Some(c.kind) {
+            println!("{}:", c.kind.section());
+            last_kind = Some(c.kind);
+        }
+        let signals: Vec<&str> = c.signals.iter().map(|s| s.as_str()).collect();
+        println!(
+            "  {:<16} {:<22} {}",
+            c.type_name,
+            signals.join(","),
+            c.description
+        );
+    }
+}
+
+fn init_logs(cfg: &meshgate_config::LogsTelemetry) {
+    use tracing_subscriber::EnvFilter;
+    // MESHGATE_LOG overrides the configured level (same syntax as RUST_LOG).
+    let filter = std::env::var("MESHGATE_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .or_else(|| EnvFilter::try_new(&cfg.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.format {
+        meshgate_config::LogFormat::Json => builder.json().init(),
+        meshgate_config::LogFormat::Text => builder.with_target(false).init(),
+    }
+}
+
+async fn run(
+    cfg: meshgate_config::Config,
+    comps: Components,
+    drain_timeout: Duration,
+) -> Result<(), String> {
+    let telemetry = Registry::new();
+    let health = Arc::new(Health::default());
+    let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (admin_addr, admin_task) = meshgate_engine::admin::serve(
+        &cfg.service.telemetry.admin.endpoint,
+        telemetry.clone(),
+        health.clone(),
+        async move {
+            let _ = admin_stop_rx.await;
+        },
+    )
+    .await?;
+    tracing::info!("admin endpoint on http://{admin_addr} (/metrics, /healthz, /readyz)");
+    let service = Service::start(&cfg, &comps, &telemetry, health).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining for up to {drain_timeout:?}");
+    let report = service.shutdown(drain_timeout).await;
+    if report.complete {
+        tracing::info!("drained in {:?}; all accepted data delivered", report.took);
+    } else {
+        tracing::warn!(
+            "drain ended after {:?}: {} item(s) could not be delivered (see meshgate_exporter_dropped_items_total{{reason=\"shutdown\"}})",
+            report.took,
+            report.dropped
+        );
+    }
+    let _ = admin_stop_tx.send(());
+    let _ = admin_task.await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
