@@ -112,11 +112,15 @@ impl Stats {
 #[derive(Clone)]
 enum Sender {
     Grpc(Box<TraceServiceClient<Channel>>),
-    Http {
-        client: Client<HttpConnector, Full<Bytes>>,
-        uri: hyper::Uri,
-        gzip: bool,
-    },
+    Http(Box<HttpSender>),
+}
+
+/// OTLP/HTTP target: a pooled client, the full `/v1/traces` URI and whether to gzip bodies.
+#[derive(Clone)]
+struct HttpSender {
+    client: Client<HttpConnector, Full<Bytes>>,
+    uri: hyper::Uri,
+    gzip: bool,
 }
 
 impl Sender {
@@ -132,7 +136,8 @@ impl Sender {
                 }
                 Err(st) => stats.error(format!("gRPC {:?}: {}", st.code(), st.message())),
             },
-            Sender::Http { client, uri, gzip } => {
+            Sender::Http(h) => {
+                let HttpSender { client, uri, gzip } = &**h;
                 let mut body = req.encode_to_vec();
                 let mut builder = hyper::Request::post(uri.clone())
                     .header(hyper::header::CONTENT_TYPE, "application/x-protobuf");
@@ -229,11 +234,11 @@ async fn make_sender(args: &Args) -> Result<Sender, String> {
             let client = Client::builder(TokioExecutor::new())
                 .pool_max_idle_per_host(args.concurrency.max(1))
                 .build(conn);
-            Ok(Sender::Http {
+            Ok(Sender::Http(Box::new(HttpSender {
                 client,
                 uri,
                 gzip: args.compression == Compress::Gzip,
-            })
+            })))
         }
     }
 }

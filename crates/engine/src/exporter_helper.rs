@@ -452,3 +452,159 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::component::{Exported, shutdown_channel};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Fails its first `fail_first` attempts with `err`, then succeeds, rejecting `reject`.
+    struct Flaky {
+        calls: AtomicUsize,
+        fail_first: usize,
+        err: ExportError,
+        reject: u64,
+    }
+
+    #[async_trait::async_trait]
+    impl Exporter for Flaky {
+        async fn export(&self, _data: &Payload) -> Result<Exported, ExportError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) < self.fail_first {
+                return Err(self.err.clone());
+            }
+            Ok(Exported {
+                rejected: self.reject,
+                message: None,
+            })
+        }
+    }
+
+    fn spans(n: usize) -> Payload {
+        use meshgate_pdata::otlp::*;
+        Payload::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span::default(); n],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    fn fast_retry() -> RetryConfig {
+        RetryConfig {
+            initial_interval: DurationValue(Duration::from_millis(1)),
+            max_interval: DurationValue(Duration::from_millis(2)),
+            max_elapsed_time: DurationValue(Duration::from_secs(5)),
+            ..RetryConfig::default()
+        }
+    }
+
+    async fn run(exporter: Flaky, retry: RetryConfig, batches: &[usize]) -> Registry {
+        let reg = Registry::new();
+        let (_stop, signal) = shutdown_channel();
+        let (q, _stats, task) = start(
+            "x",
+            Arc::new(exporter),
+            QueueConfig::default(),
+            retry,
+            &reg,
+            signal,
+        );
+        for n in batches {
+            q.try_offer(spans(*n)).unwrap();
+        }
+        drop(q);
+        task.await.unwrap();
+        reg
+    }
+
+    fn value(reg: &Registry, name: &str, reason: Option<&str>) -> u64 {
+        let text = reg.render();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains("signal=\"traces\""))
+            .filter(|l| reason.is_none_or(|r| l.contains(&format!("reason=\"{r}\""))))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn retryable_errors_are_retried_then_sent() {
+        let reg = run(
+            Flaky {
+                calls: AtomicUsize::new(0),
+                fail_first: 3,
+                err: ExportError::retryable("503"),
+                reject: 2,
+            },
+            fast_retry(),
+            &[10],
+        )
+        .await;
+        assert_eq!(
+            value(&reg, "meshgate_exporter_received_items_total", None),
+            10
+        );
+        assert_eq!(value(&reg, "meshgate_exporter_sent_items_total", None), 8);
+        assert_eq!(
+            value(
+                &reg,
+                "meshgate_exporter_dropped_items_total",
+                Some("rejected_by_backend")
+            ),
+            2
+        );
+        assert_eq!(
+            value(&reg, "meshgate_exporter_send_failures_total", None),
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn permanent_errors_and_exhausted_retries_are_dropped_with_a_reason() {
+        let reg = run(
+            Flaky {
+                calls: AtomicUsize::new(0),
+                fail_first: usize::MAX,
+                err: ExportError::permanent("400 bad request"),
+                reject: 0,
+            },
+            fast_retry(),
+            &[4, 6],
+        )
+        .await;
+        assert_eq!(
+            value(
+                &reg,
+                "meshgate_exporter_dropped_items_total",
+                Some("permanent_error")
+            ),
+            10
+        );
+        let reg = run(
+            Flaky {
+                calls: AtomicUsize::new(0),
+                fail_first: usize::MAX,
+                err: ExportError::retryable("down"),
+                reject: 0,
+            },
+            RetryConfig {
+                max_elapsed_time: DurationValue(Duration::from_millis(20)),
+                ..fast_retry()
+            },
+            &[5],
+        )
+        .await;
+        assert_eq!(
+            value(
+                &reg,
+                "meshgate_exporter_dropped_items_total",
+                Some("retries_exhausted")
+            ),
+            5
+        );
+        assert_eq!(value(&reg, "meshgate_exporter_sent_items_total", None), 0);
+    }
+}

@@ -15,7 +15,7 @@ use prost::Message;
 use std::io::Read;
 use std::sync::Arc;
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 enum Encoding {
     Protobuf,
     Json,
@@ -243,4 +243,47 @@ pub(crate) async fn start(
             tracing::error!(receiver = %id, "OTLP/HTTP server failed: {e}");
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn content_types() {
+        let mut h = HeaderMap::new();
+        assert!(
+            content_type(&h)
+                .unwrap_err()
+                .contains("missing Content-Type")
+        );
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        assert!(content_type(&h) == Ok(Encoding::Json));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-protobuf"),
+        );
+        assert!(content_type(&h) == Ok(Encoding::Protobuf));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(content_type(&h).unwrap_err().contains("`text/plain`"));
+    }
+
+    #[test]
+    fn decompression_is_bounded() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&[7u8; 1000]).unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(decompress("gzip", &gz, 1000).unwrap(), vec![7u8; 1000]);
+        let (status, msg) = decompress("gzip", &gz, 999).unwrap_err();
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(msg.contains("999"));
+        let z = zstd::encode_all(&[1u8; 10][..], 1).unwrap();
+        assert_eq!(decompress("zstd", &z, 10).unwrap(), vec![1u8; 10]);
+        let (status, _) = decompress("gzip", b"not gzip", 10).unwrap_err();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
 }
