@@ -161,7 +161,7 @@ impl Sender {
                 };
                 let resp = match client.request(request).await {
                     Ok(r) => r,
-                    Err(e) => return stats.error(format!("HTTP: {e}")),
+                    Err(e) => return stats.error(format!("HTTP: {}", chain(&e))),
                 };
                 let status = resp.status();
                 let bytes = match resp.into_body().collect().await {
@@ -185,6 +185,18 @@ impl Sender {
     }
 }
 
+/// `e` and its sources, joined with ": " (tonic and hyper put the useful part in the source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
 fn rejected_spans(resp: &ExportTraceServiceResponse) -> u64 {
     resp.partial_success
         .as_ref()
@@ -206,7 +218,7 @@ async fn make_sender(args: &Args) -> Result<Sender, String> {
                 .tcp_nodelay(true)
                 .connect()
                 .await
-                .map_err(|e| format!("connecting to {uri}: {e}"))?;
+                .map_err(|e| format!("connecting to {uri}: {}", chain(&e)))?;
             let mut client = TraceServiceClient::new(channel)
                 .max_decoding_message_size(64 * 1024 * 1024)
                 .max_encoding_message_size(64 * 1024 * 1024);
@@ -357,7 +369,11 @@ async fn run(args: Args) -> i32 {
             stats.error(format!("worker failed: {e}"));
         }
     }
-    let elapsed = start.elapsed().as_secs_f64();
+    // A paced run stops scheduling before the deadline; rate it over the whole duration.
+    let elapsed = start
+        .elapsed()
+        .as_secs_f64()
+        .max(args.duration.as_secs_f64());
     reporter.abort();
 
     let ok = stats.requests_ok.load(Ordering::Relaxed);
