@@ -7,56 +7,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::suggest::help_for_unknown;
 
-/// Telemetry signal kinds. Pipelines carry exactly one signal and components declare which
-/// signals they support, so the validator can reject a metrics exporter in a traces pipeline.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Signal {
-    /// Spans.
-    Traces,
-    /// Metric data points.
-    Metrics,
-    /// Log records.
-    Logs,
-}
+/// Telemetry signal kinds: the data model's own type, so a parsed pipeline id and a running
+/// pipeline speak of the same thing.
+pub use meshgate_pdata::Signal;
 
-impl Signal {
-    /// Every signal, in a fixed order, for iterating and for error messages.
-    pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
-
-    /// The name used in config files (`traces`, `metrics`, `logs`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Signal::Traces => "traces",
-            Signal::Metrics => "metrics",
-            Signal::Logs => "logs",
-        }
-    }
-}
-
-impl fmt::Display for Signal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Signal {
-    type Err = IdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Signal::ALL
-            .into_iter()
-            .find(|sig| sig.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Signal::ALL.iter().map(|s| s.as_str()).collect();
-                IdError {
-                    message: format!("unknown signal `{s}`"),
-                    help: Some(help_for_unknown(s, &names, "signals")),
-                }
-            })
-    }
+/// Parses a signal name (`traces`, `metrics`, `logs`), with a did-you-mean on failure.
+pub(crate) fn parse_signal(s: &str) -> Result<Signal, IdError> {
+    Signal::ALL
+        .into_iter()
+        .find(|sig| sig.as_str() == s)
+        .ok_or_else(|| {
+            let names: Vec<&str> = Signal::ALL.iter().map(|s| s.as_str()).collect();
+            IdError {
+                message: format!("unknown signal `{s}`"),
+                help: Some(help_for_unknown(s, &names, "signals")),
+            }
+        })
 }
 
 /// Which config section a component lives in; used to look components up in a [`crate::Catalog`]
@@ -282,7 +248,7 @@ impl FromStr for PipelineId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (signal, name) = split_id(s);
-        let signal: Signal = signal.parse().map_err(|e: IdError| IdError {
+        let signal = parse_signal(signal).map_err(|e: IdError| IdError {
             message: format!("pipeline `{s}` has an {}", e.message),
             help: e.help,
         })?;
@@ -316,10 +282,10 @@ mod tests {
     #[test]
     fn signal_round_trips() {
         for s in Signal::ALL {
-            assert_eq!(s.as_str().parse::<Signal>().unwrap(), s);
+            assert_eq!(parse_signal(s.as_str()).unwrap(), s);
             assert_eq!(s.to_string(), s.as_str());
         }
-        let err = "trace".parse::<Signal>().unwrap_err();
+        let err = parse_signal("trace").unwrap_err();
         assert_eq!(err.message, "unknown signal `trace`");
         assert_eq!(err.help.as_deref(), Some("did you mean `traces`?"));
         assert_eq!(

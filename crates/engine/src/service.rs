@@ -25,22 +25,6 @@ use tracing::{info, warn};
 /// and the pipeline task, and a full queue turns into a retryable refusal quickly.
 pub const PIPELINE_QUEUE: usize = 64;
 
-pub(crate) fn sig(s: meshgate_config::Signal) -> Signal {
-    match s {
-        meshgate_config::Signal::Traces => Signal::Traces,
-        meshgate_config::Signal::Metrics => Signal::Metrics,
-        meshgate_config::Signal::Logs => Signal::Logs,
-    }
-}
-
-fn config_sig(s: Signal) -> meshgate_config::Signal {
-    match s {
-        Signal::Traces => meshgate_config::Signal::Traces,
-        Signal::Metrics => meshgate_config::Signal::Metrics,
-        Signal::Logs => meshgate_config::Signal::Logs,
-    }
-}
-
 /// Every component type the binary knows, by section. Also the [`Catalog`] the config
 /// validator consults, so what validates is exactly what can be built.
 #[derive(Default)]
@@ -106,7 +90,7 @@ fn info_of(kind: Kind, f: &(impl crate::component::Factory + ?Sized)) -> Compone
 
 fn spec_of(f: &(impl crate::component::Factory + ?Sized)) -> ComponentSpec {
     ComponentSpec {
-        signals: f.signals().iter().map(|s| config_sig(*s)).collect(),
+        signals: f.signals().to_vec(),
         schema: f.schema(),
     }
 }
@@ -226,7 +210,7 @@ impl Service {
         let mut inputs: BTreeMap<ComponentId, Vec<(Signal, PipelineInput)>> = BTreeMap::new();
         let mut pipeline_tasks = Vec::new();
         for (pid, p) in &config.service.pipelines {
-            let signal = sig(pid.signal);
+            let signal = pid.signal;
             let pctx = ProcessorContext {
                 pipeline: pid.to_string(),
                 signal,
