@@ -246,10 +246,12 @@ fn a_stalled_exporter_does_not_slow_a_healthy_one() {
 
 #[test]
 fn otlp_and_otlphttp_exporters_forward_unchanged_to_another_gateway() {
+    // B's gRPC receiver takes at most 8 KiB per message; A's batches (~25 KB) must be split
+    // to fit by A's `max_request_size`, not dropped.
     let dir = Scratch::new("forward");
     let (b_grpc, b_http) = (free_port(), free_port());
     let b_cfg = format!(
-        "receivers:\n  otlp/g:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{b_grpc}\n  otlp/h:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:{b_http}\n\
+        "receivers:\n  otlp/g:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{b_grpc}\n        max_recv_msg_size: 8KiB\n  otlp/h:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:{b_http}\n\
          exporters:\n  file/g:\n    path: {d}/via-grpc.jsonl\n    flush_interval: 50ms\n  file/h:\n    path: {d}/via-http.jsonl\n    flush_interval: 50ms\n\
          service:\n  pipelines:\n    traces/g:\n      receivers: [otlp/g]\n      exporters: [file/g]\n    traces/h:\n      receivers: [otlp/h]\n      exporters: [file/h]\n",
         d = dir.0.display()
@@ -259,7 +261,7 @@ fn otlp_and_otlphttp_exporters_forward_unchanged_to_another_gateway() {
     let a_cfg = format!(
         "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{a_grpc}\n      http:\n        endpoint: 127.0.0.1:{a_http}\n\
          processors:\n  batch:\n    timeout: 50ms\n\
-         exporters:\n  otlp:\n    endpoint: 127.0.0.1:{b_grpc}\n  otlphttp:\n    endpoint: http://127.0.0.1:{b_http}\n\
+         exporters:\n  otlp:\n    endpoint: 127.0.0.1:{b_grpc}\n    max_request_size: 8KiB\n  otlphttp:\n    endpoint: http://127.0.0.1:{b_http}\n\
          service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [otlp, otlphttp]\n"
     );
     let mut a = Gateway::start(&dir, "a", &a_cfg);
@@ -281,9 +283,12 @@ fn otlp_and_otlphttp_exporters_forward_unchanged_to_another_gateway() {
                 &[("exporter", "otlphttp")],
             ) >= 300.0
     });
-    b.wait_metrics(Duration::from_secs(15), |m| {
+    let m = b.wait_metrics(Duration::from_secs(15), |m| {
         m.sum("meshgate_exporter_sent_items_total", &[]) >= 600.0
     });
+    assert_eq!(m.sum("meshgate_receiver_refused_items_total", &[]), 0.0);
+    let m = a.metrics();
+    assert_eq!(m.sum("meshgate_exporter_dropped_items_total", &[]), 0.0);
     assert!(a.stop().success());
     assert!(b.stop().success());
     let expect: Vec<Span> = sent.resource_spans[0].scope_spans[0].spans.clone();

@@ -161,6 +161,11 @@ pub trait Exporter: Send + Sync + 'static {
     async fn export(&self, data: &Payload) -> Result<Exported, ExportError>;
     /// Called once after the queue drained, to flush and close connections or files.
     async fn shutdown(&self) {}
+    /// The largest request the backend accepts, in protobuf-encoded bytes. Batches above it
+    /// are split before they are queued, so a retry never resends a piece twice.
+    fn max_request_bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// What a factory gets to build a component.

@@ -179,8 +179,9 @@ impl SignalCounters {
 /// The pipelines' handle on one exporter: offer batches to its queue.
 pub struct ExporterQueue {
     id: String,
-    tx: mpsc::Sender<Payload>,
+    tx: mpsc::Sender<Arc<Payload>>,
     queue: QueueConfig,
+    max_request_bytes: Option<usize>,
     counters: Arc<[SignalCounters; 3]>,
     queue_items: Gauge,
 }
@@ -204,6 +205,12 @@ impl ExporterQueue {
         self.queue.on_full
     }
 
+    /// The largest request the exporter's backend takes, in encoded bytes; the pipeline
+    /// splits bigger batches before offering them.
+    pub fn max_request_bytes(&self) -> Option<usize> {
+        self.max_request_bytes
+    }
+
     /// The `block_timeout` setting.
     pub fn block_timeout(&self) -> Duration {
         self.queue.block_timeout.0
@@ -216,7 +223,7 @@ impl ExporterQueue {
     /// Offers a batch without waiting. `Err` gives it back when the queue is full and the
     /// policy is `block` (the caller then waits with [`ExporterQueue::offer_until`]); with
     /// `drop` a full queue drops the batch (counted).
-    pub fn try_offer(&self, data: Payload) -> Result<(), Payload> {
+    pub fn try_offer(&self, data: Arc<Payload>) -> Result<(), Arc<Payload>> {
         let n = data.item_count() as u64;
         let c = self.counters(data.signal());
         match self.tx.try_send(data) {
@@ -238,7 +245,7 @@ impl ExporterQueue {
     }
 
     /// Waits until `deadline` for room; drops (counted) after it.
-    pub async fn offer_until(&self, data: Payload, deadline: tokio::time::Instant) {
+    pub async fn offer_until(&self, data: Arc<Payload>, deadline: tokio::time::Instant) {
         let n = data.item_count() as u64;
         let c = self.counters(data.signal()).clone();
         c.received.add(n);
@@ -267,7 +274,8 @@ pub fn start(
     ExporterStats,
     tokio::task::JoinHandle<()>,
 ) {
-    let (tx, rx) = mpsc::channel::<Payload>(queue.queue_size.max(1));
+    let (tx, rx) = mpsc::channel::<Arc<Payload>>(queue.queue_size.max(1));
+    let max_request_bytes = exporter.max_request_bytes();
     let counters = Arc::new(Signal::ALL.map(|s| SignalCounters::new(telemetry, id, s)));
     let queue_items = telemetry.gauge(
         "meshgate_exporter_queue_items",
@@ -285,6 +293,7 @@ pub fn start(
         id: id.to_string(),
         tx,
         queue: queue.clone(),
+        max_request_bytes,
         counters: counters.clone(),
         queue_items: queue_items.clone(),
     });
@@ -361,7 +370,7 @@ enum Outcome {
 }
 
 impl Worker {
-    async fn run(self, rx: Arc<Mutex<mpsc::Receiver<Payload>>>) {
+    async fn run(self, rx: Arc<Mutex<mpsc::Receiver<Arc<Payload>>>>) {
         loop {
             let next = tokio::select! {
                 biased;
@@ -514,7 +523,7 @@ mod tests {
             signal,
         );
         for n in batches {
-            q.try_offer(spans(*n)).unwrap();
+            q.try_offer(Arc::new(spans(*n))).unwrap();
         }
         drop(q);
         task.await.unwrap();

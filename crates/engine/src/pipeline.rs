@@ -96,15 +96,31 @@ async fn fan_out(
             continue;
         }
         items_out.add(data.item_count() as u64);
+        // One shared copy for every exporter: they only read it.
+        let data = Arc::new(data);
+        let mut encoded_len = None;
         let mut waiting = Vec::new();
-        let last = exporters.len().saturating_sub(1);
-        let mut data = Some(data);
-        for (i, e) in exporters.iter().enumerate() {
-            let d = if i == last { data.take() } else { data.clone() };
-            let Some(d) = d else { break };
-            if let Err(d) = e.try_offer(d) {
-                debug_assert_eq!(e.on_full(), OnFull::Block);
-                waiting.push((e, d));
+        for e in exporters {
+            let pieces = match e.max_request_bytes() {
+                Some(max) => {
+                    let len = *encoded_len.get_or_insert_with(|| data.encoded_len());
+                    if len > max {
+                        Payload::clone(&data)
+                            .split_by_bytes(len, max)
+                            .into_iter()
+                            .map(Arc::new)
+                            .collect()
+                    } else {
+                        vec![data.clone()]
+                    }
+                }
+                None => vec![data.clone()],
+            };
+            for piece in pieces {
+                if let Err(d) = e.try_offer(piece) {
+                    debug_assert_eq!(e.on_full(), OnFull::Block);
+                    waiting.push((e, d));
+                }
             }
         }
         let start = tokio::time::Instant::now();

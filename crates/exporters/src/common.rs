@@ -169,6 +169,11 @@ pub(crate) mod rpc {
     }
 }
 
+/// Default `max_request_size` of the network exporters: the gRPC default message limit.
+pub(crate) fn default_max_request_size() -> meshgate_config::ByteSize {
+    meshgate_config::ByteSize(4 * 1024 * 1024)
+}
+
 #[cfg(test)]
 pub(crate) mod testutil {
     use meshgate_pdata::Payload;

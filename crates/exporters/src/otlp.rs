@@ -5,7 +5,7 @@
 //! it comes up. Errors follow the OTLP specification's retry rules.
 
 use crate::common::{self, Compression, parse_config};
-use meshgate_config::DurationValue;
+use meshgate_config::{ByteSize, DurationValue};
 use meshgate_engine::exporter_helper::{QueueConfig, RetryConfig};
 use meshgate_engine::{BuildContext, ExportError, Exported, Exporter, ExporterFactory, Factory};
 use meshgate_pdata::otlp::{
@@ -43,6 +43,11 @@ pub struct OtlpConfig {
     /// Extra gRPC metadata sent with every request, e.g. an API key. Default: none.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Largest request sent, as encoded protobuf: bigger batches are split before they are
+    /// queued (gRPC servers refuse messages over 4 MiB by default). `0` disables the cap.
+    /// Default: `4MiB`.
+    #[serde(default = "crate::common::default_max_request_size")]
+    pub max_request_size: ByteSize,
     /// The exporter's queue (see the engine's `sending_queue`). Default: 10 consumers, 1000
     /// batches, `on_full: drop`.
     #[serde(default)]
@@ -139,6 +144,7 @@ impl<R: Message + Default> Decoder for ProtoDecoder<R> {
 
 /// The `otlp` exporter.
 pub struct OtlpExporter {
+    max_request_bytes: Option<usize>,
     grpc: tonic::client::Grpc<Channel>,
     headers: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
     timeout: Duration,
@@ -210,6 +216,8 @@ impl OtlpExporter {
             grpc = grpc.send_compressed(enc);
         }
         Ok(Self {
+            max_request_bytes: (cfg.max_request_size.0 > 0)
+                .then_some(cfg.max_request_size.0 as usize),
             grpc,
             headers,
             timeout,
@@ -299,6 +307,10 @@ pub(crate) fn map_status(status: &tonic::Status, what: &str, endpoint: &str) -> 
 
 #[async_trait::async_trait]
 impl Exporter for OtlpExporter {
+    fn max_request_bytes(&self) -> Option<usize> {
+        self.max_request_bytes
+    }
+
     async fn export(&self, data: &Payload) -> Result<Exported, ExportError> {
         // The channel enforces the timeout too; this also bounds the connect phase.
         match tokio::time::timeout(self.timeout + Duration::from_millis(100), self.send(data)).await

@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use meshgate_config::DurationValue;
+use meshgate_config::{ByteSize, DurationValue};
 use meshgate_engine::exporter_helper::{QueueConfig, RetryConfig};
 use meshgate_engine::{BuildContext, ExportError, Exported, Exporter, ExporterFactory, Factory};
 use meshgate_pdata::otlp::{
@@ -67,6 +67,11 @@ pub struct OtlpHttpConfig {
     /// Extra HTTP headers sent with every request, e.g. `Authorization`. Default: none.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Largest request sent, as encoded protobuf: bigger batches are split before they are
+    /// queued (gRPC servers refuse messages over 4 MiB by default). `0` disables the cap.
+    /// Default: `4MiB`.
+    #[serde(default = "crate::common::default_max_request_size")]
+    pub max_request_size: ByteSize,
     /// The exporter's queue (see the engine's `sending_queue`). Default: 10 consumers, 1000
     /// batches, `on_full: drop`.
     #[serde(default)]
@@ -108,6 +113,7 @@ impl ExporterFactory for OtlpHttpExporterFactory {
 
 /// The `otlphttp` exporter.
 pub struct OtlpHttpExporter {
+    max_request_bytes: Option<usize>,
     client: Client<HttpConnector, Full<Bytes>>,
     /// Traces, metrics, logs URLs.
     urls: [Uri; 3],
@@ -180,6 +186,8 @@ impl OtlpHttpExporter {
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
         Ok(Self {
+            max_request_bytes: (cfg.max_request_size.0 > 0)
+                .then_some(cfg.max_request_size.0 as usize),
             client,
             urls,
             headers,
@@ -346,6 +354,10 @@ fn map_error(
 
 #[async_trait::async_trait]
 impl Exporter for OtlpHttpExporter {
+    fn max_request_bytes(&self) -> Option<usize> {
+        self.max_request_bytes
+    }
+
     async fn export(&self, data: &Payload) -> Result<Exported, ExportError> {
         let url = match data.signal() {
             Signal::Traces => &self.urls[0],

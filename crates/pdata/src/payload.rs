@@ -127,6 +127,31 @@ impl Payload {
     }
 }
 
+impl Payload {
+    /// Splits the payload into pieces whose protobuf encoding is at most `max_bytes`, keeping
+    /// order. `encoded_len` is the payload's current encoded size (the caller usually has it).
+    /// A single item larger than `max_bytes` stays a piece of its own: the backend decides.
+    pub fn split_by_bytes(self, encoded_len: usize, max_bytes: usize) -> Vec<Payload> {
+        let items = self.item_count();
+        if encoded_len <= max_bytes || items <= 1 {
+            return vec![self];
+        }
+        // Aim 10% under the limit, then check each piece: sizes vary from item to item.
+        let pieces = (encoded_len * 11 / 10).div_ceil(max_bytes.max(1)).max(2);
+        let per_piece = items.div_ceil(pieces);
+        let mut out = Vec::with_capacity(pieces);
+        for piece in self.split(per_piece) {
+            let len = piece.encoded_len();
+            if len > max_bytes && piece.item_count() > 1 {
+                out.extend(piece.split_by_bytes(len, max_bytes));
+            } else {
+                out.push(piece);
+            }
+        }
+        out
+    }
+}
+
 fn span_count(rs: &[ResourceSpans]) -> usize {
     rs.iter()
         .flat_map(|r| &r.scope_spans)
@@ -435,6 +460,21 @@ mod tests {
         };
         assert_eq!(s.aggregation_temporality, 2);
         assert!(s.is_monotonic);
+    }
+
+    #[test]
+    fn split_by_bytes_caps_every_piece() {
+        let p = spans(4, 3, 50);
+        let len = p.encoded_len();
+        let all = names(&p);
+        let parts = p.split_by_bytes(len, len / 5);
+        assert!(parts.len() >= 5, "{}", parts.len());
+        assert!(parts.iter().all(|x| x.encoded_len() <= len / 5));
+        assert_eq!(parts.iter().flat_map(names).collect::<Vec<_>>(), all);
+        // Already small enough: untouched.
+        let p = spans(1, 1, 3);
+        let len = p.encoded_len();
+        assert_eq!(p.clone().split_by_bytes(len, len), vec![p]);
     }
 
     #[test]
