@@ -127,9 +127,18 @@ fn load_and_validate(files: &[PathBuf], comps: &Components) -> Option<meshgate_c
             return None;
         }
     };
-    let (config, diags) = meshgate_config::validate(&loaded, comps as &dyn Catalog);
+    let (config, mut diags) = meshgate_config::validate(&loaded, comps as &dyn Catalog);
+    // What the schema cannot express (field relations, regexes, URLs), checked by each
+    // component the way `run` would.
+    let mut ok = config.is_some();
+    if let Some(cfg) = &config {
+        for (path, message) in comps.check(cfg) {
+            ok = false;
+            diags.push(Diagnostic::error(path.clone(), message).at(loaded.locate(&path)));
+        }
+    }
     report(&diags);
-    config
+    config.filter(|_| ok)
 }
 
 fn report(diags: &[Diagnostic]) {

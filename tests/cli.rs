@@ -71,6 +71,32 @@ fn validate_reports_every_problem_with_file_key_and_line() {
 }
 
 #[test]
+fn validate_runs_each_components_own_checks() {
+    let dir = Scratch::new("semantic");
+    let bad = dir.path("bad.yaml");
+    std::fs::write(
+        &bad,
+        "receivers:\n  otlp:\n    protocols: {}\n\
+         processors:\n  batch:\n    send_batch_size: 100\n    send_batch_max_size: 10\n  memory_limiter:\n    limit_mib: 100\n    limit_percentage: 50\n\
+         exporters:\n  otlp:\n    endpoint: https://backend:4317\n\
+         service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [memory_limiter, batch]\n      exporters: [otlp]\n",
+    )
+    .unwrap();
+    let (ok, _, err) = meshgate(&["validate", "-c", bad.to_str().unwrap()]);
+    assert!(!ok);
+    let f = bad.display().to_string();
+    for needle in [
+        format!("{f}:2: receivers.otlp: enable at least one of"),
+        format!("{f}:5: processors.batch: `send_batch_max_size` (10)"),
+        format!("{f}:8: processors.memory_limiter: set exactly one of"),
+        format!("{f}:12: exporters.otlp: endpoint `https://backend:4317`: TLS is not supported"),
+        "4 errors".to_string(),
+    ] {
+        assert!(err.contains(&needle), "missing `{needle}` in:\n{err}");
+    }
+}
+
+#[test]
 fn validate_accepts_env_substitution_and_merges_files() {
     let dir = Scratch::new("merge");
     let a = dir.path("a.yaml");

@@ -204,6 +204,12 @@ pub trait Factory: Send + Sync {
     fn description(&self) -> &'static str;
     /// JSON Schema of its config body.
     fn schema(&self) -> schemars::Schema;
+    /// Checks a config body beyond what its schema can say (relations between fields,
+    /// regexes, URLs) without building anything, so `meshgate validate` reports what `run`
+    /// would refuse. The message needs no component id: the caller adds the key path.
+    fn check(&self, _config: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Builds receivers of one type.

@@ -3,7 +3,7 @@
 //! wired to every pipeline that names them. Also the ordered drain on shutdown.
 
 use crate::component::{
-    BuildContext, ExporterFactory, ProcessorContext, ProcessorFactory, ReceiverFactory,
+    BuildContext, ExporterFactory, Factory, ProcessorContext, ProcessorFactory, ReceiverFactory,
     ShutdownTrigger, shutdown_channel,
 };
 use crate::consumer::{Consumer, Consumers, PipelineInput};
@@ -61,6 +61,47 @@ impl Components {
     pub fn exporter(mut self, f: impl ExporterFactory + 'static) -> Self {
         self.exporters.insert(f.type_name(), Box::new(f));
         self
+    }
+
+    /// Runs every defined component's [`Factory::check`] on its body and returns the
+    /// problems as `(section.id, message)`, so a config that validates also builds.
+    pub fn check(&self, config: &Config) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut run = |kind: Kind, f: Option<&dyn Factory>, id: &ComponentId, body| {
+            if let Some(f) = f
+                && let Err(e) = f.check(body)
+            {
+                out.push((format!("{}.{id}", kind.section()), e));
+            }
+        };
+        for (id, body) in &config.receivers {
+            let f = self.receivers.get(id.type_name.as_str());
+            run(
+                Kind::Receiver,
+                f.map(|f| f.as_ref() as &dyn Factory),
+                id,
+                body,
+            );
+        }
+        for (id, body) in &config.processors {
+            let f = self.processors.get(id.type_name.as_str());
+            run(
+                Kind::Processor,
+                f.map(|f| f.as_ref() as &dyn Factory),
+                id,
+                body,
+            );
+        }
+        for (id, body) in &config.exporters {
+            let f = self.exporters.get(id.type_name.as_str());
+            run(
+                Kind::Exporter,
+                f.map(|f| f.as_ref() as &dyn Factory),
+                id,
+                body,
+            );
+        }
+        out
     }
 
     /// Every registered type, by section then name.

@@ -1,7 +1,6 @@
 //! Pieces shared by the exporters: config parsing, compression choice, the `google.rpc`
 //! messages used in error details, and test helpers.
 
-use meshgate_engine::BuildContext;
 use meshgate_pdata::Payload;
 use meshgate_pdata::otlp::{
     ExportLogsPartialSuccess, ExportMetricsPartialSuccess, ExportTracePartialSuccess,
@@ -13,8 +12,8 @@ use serde::de::DeserializeOwned;
 /// Parses a component body into its typed config. A missing body (`otlp:` with nothing
 /// after it) and top-level keys written with an empty value (`sending_queue:`) mean
 /// "defaults", exactly as the engine reads `sending_queue` / `retry_on_failure` itself.
-pub(crate) fn parse_config<T: DeserializeOwned>(ctx: &BuildContext<'_>) -> Result<T, String> {
-    let mut body = match ctx.config {
+pub(crate) fn parse_config<T: DeserializeOwned>(config: &serde_json::Value) -> Result<T, String> {
+    let mut body = match config {
         serde_json::Value::Null => serde_json::Value::Object(Default::default()),
         v => v.clone(),
     };

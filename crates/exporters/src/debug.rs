@@ -55,7 +55,7 @@ impl Factory for DebugExporterFactory {
 
 impl ExporterFactory for DebugExporterFactory {
     fn build(&self, ctx: BuildContext<'_>) -> Result<Arc<dyn Exporter>, String> {
-        let cfg: DebugConfig = parse_config(&ctx)?;
+        let cfg: DebugConfig = parse_config(ctx.config)?;
         Ok(Arc::new(DebugExporter {
             id: ctx.id,
             verbosity: cfg.verbosity,

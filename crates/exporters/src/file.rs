@@ -94,7 +94,7 @@ impl Factory for FileExporterFactory {
 
 impl ExporterFactory for FileExporterFactory {
     fn build(&self, ctx: BuildContext<'_>) -> Result<Arc<dyn Exporter>, String> {
-        let cfg: FileConfig = parse_config(&ctx)?;
+        let cfg: FileConfig = parse_config(ctx.config)?;
         if cfg.path.as_os_str().is_empty() {
             return Err("file exporter: `path` is empty".into());
         }

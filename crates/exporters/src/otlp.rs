@@ -78,11 +78,14 @@ impl Factory for OtlpExporterFactory {
     fn schema(&self) -> schemars::Schema {
         schemars::schema_for!(OtlpConfig)
     }
+    fn check(&self, config: &serde_json::Value) -> Result<(), String> {
+        OtlpExporter::prepare(&parse_config(config)?).map(|_| ())
+    }
 }
 
 impl ExporterFactory for OtlpExporterFactory {
     fn build(&self, ctx: BuildContext<'_>) -> Result<Arc<dyn Exporter>, String> {
-        let cfg: OtlpConfig = parse_config(&ctx)?;
+        let cfg: OtlpConfig = parse_config(ctx.config)?;
         Ok(Arc::new(OtlpExporter::new(&cfg)?))
     }
 }
@@ -151,6 +154,14 @@ pub struct OtlpExporter {
     endpoint: String,
 }
 
+/// The checked parts of an [`OtlpConfig`].
+struct Prepared {
+    uri: String,
+    timeout: Duration,
+    endpoint: Endpoint,
+    headers: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
+}
+
 /// `host:port` or `http://host:port` as a URI tonic accepts.
 fn endpoint_uri(endpoint: &str) -> Result<String, String> {
     let e = endpoint.trim();
@@ -174,8 +185,9 @@ fn endpoint_uri(endpoint: &str) -> Result<String, String> {
 }
 
 impl OtlpExporter {
-    /// Builds the exporter; the channel connects on first use.
-    pub fn new(cfg: &OtlpConfig) -> Result<Self, String> {
+    /// Everything `new` checks, without creating the channel (which needs a runtime): the
+    /// endpoint, the timeout and the headers. `meshgate validate` runs this too.
+    fn prepare(cfg: &OtlpConfig) -> Result<Prepared, String> {
         let uri = endpoint_uri(&cfg.endpoint)?;
         let timeout = cfg.timeout.0;
         if timeout.is_zero() {
@@ -188,7 +200,6 @@ impl OtlpExporter {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
-        let channel = endpoint.connect_lazy();
         let mut headers = Vec::with_capacity(cfg.headers.len());
         for (k, v) in &cfg.headers {
             if k.to_ascii_lowercase().ends_with("-bin") {
@@ -202,6 +213,23 @@ impl OtlpExporter {
                 .map_err(|_| format!("header `{k}`: value is not valid printable ASCII"))?;
             headers.push((key, value));
         }
+        Ok(Prepared {
+            uri,
+            timeout,
+            endpoint,
+            headers,
+        })
+    }
+
+    /// Builds the exporter; the channel connects on first use.
+    pub fn new(cfg: &OtlpConfig) -> Result<Self, String> {
+        let Prepared {
+            uri,
+            timeout,
+            endpoint,
+            headers,
+        } = Self::prepare(cfg)?;
+        let channel = endpoint.connect_lazy();
         let enc = match cfg.compression {
             Compression::Gzip => Some(CompressionEncoding::Gzip),
             Compression::Zstd => Some(CompressionEncoding::Zstd),

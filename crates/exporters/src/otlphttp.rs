@@ -102,11 +102,14 @@ impl Factory for OtlpHttpExporterFactory {
     fn schema(&self) -> schemars::Schema {
         schemars::schema_for!(OtlpHttpConfig)
     }
+    fn check(&self, config: &serde_json::Value) -> Result<(), String> {
+        OtlpHttpExporter::new(&parse_config(config)?).map(|_| ())
+    }
 }
 
 impl ExporterFactory for OtlpHttpExporterFactory {
     fn build(&self, ctx: BuildContext<'_>) -> Result<Arc<dyn Exporter>, String> {
-        let cfg: OtlpHttpConfig = parse_config(&ctx)?;
+        let cfg: OtlpHttpConfig = parse_config(ctx.config)?;
         Ok(Arc::new(OtlpHttpExporter::new(&cfg)?))
     }
 }

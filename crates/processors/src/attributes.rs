@@ -36,6 +36,11 @@ impl Factory for AttributesFactory {
     fn schema(&self) -> schemars::Schema {
         schemars::schema_for!(AttributesConfig)
     }
+    fn check(&self, config: &serde_json::Value) -> Result<(), String> {
+        let cfg: AttributesConfig =
+            serde_json::from_value(config.clone()).map_err(|e| e.to_string())?;
+        Actions::compile(&cfg.actions).map(|_| ())
+    }
 }
 
 impl ProcessorFactory for AttributesFactory {

@@ -72,6 +72,11 @@ impl Factory for BatchFactory {
     fn schema(&self) -> schemars::Schema {
         schemars::schema_for!(BatchConfig)
     }
+    fn check(&self, config: &serde_json::Value) -> Result<(), String> {
+        serde_json::from_value::<BatchConfig>(config.clone())
+            .map_err(|e| e.to_string())?
+            .validate()
+    }
 }
 
 impl ProcessorFactory for BatchFactory {

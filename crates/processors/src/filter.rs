@@ -356,6 +356,19 @@ fn attrs_of(r: &Option<Resource>) -> &[KeyValue] {
 
 /// Explains that OTTL statements (the collector's form: a list of strings) are not
 /// supported, before serde's generic "p: traces.span[0]: OTTL conditions are not supported" would.
+/// Parses and compiles every section (even those another signal's pipeline uses): span,
+/// log record, metric and data point conditions.
+fn compile_config(config: &serde_json::Value) -> Result<[Vec<Cond>; 4], String> {
+    reject_ottl(config)?;
+    let cfg: FilterConfig = serde_json::from_value(config.clone()).map_err(|e| e.to_string())?;
+    Ok([
+        compile_all(&cfg.traces.span, Context::Span)?,
+        compile_all(&cfg.logs.log_record, Context::LogRecord)?,
+        compile_all(&cfg.metrics.metric, Context::Metric)?,
+        compile_all(&cfg.metrics.datapoint, Context::DataPoint)?,
+    ])
+}
+
 fn reject_ottl(config: &serde_json::Value) -> Result<(), String> {
     for ctx in [
         Context::Span,
@@ -394,6 +407,9 @@ impl Factory for FilterFactory {
     fn schema(&self) -> schemars::Schema {
         schemars::schema_for!(FilterConfig)
     }
+    fn check(&self, config: &serde_json::Value) -> Result<(), String> {
+        compile_config(config).map(|_| ())
+    }
 }
 
 impl ProcessorFactory for FilterFactory {
@@ -403,16 +419,8 @@ impl ProcessorFactory for FilterFactory {
         pipeline: &ProcessorContext,
     ) -> Result<Box<dyn Processor>, String> {
         let id = &ctx.id;
-        reject_ottl(ctx.config).map_err(|e| format!("{id}: {e}"))?;
-        let cfg: FilterConfig = ctx.parse()?;
-        let compile = |conds: &[Condition], c: Context| {
-            compile_all(conds, c).map_err(|e| format!("{id}: {e}"))
-        };
-        // Every section is validated, even those another signal's pipeline uses.
-        let span = compile(&cfg.traces.span, Context::Span)?;
-        let log_record = compile(&cfg.logs.log_record, Context::LogRecord)?;
-        let metric = compile(&cfg.metrics.metric, Context::Metric)?;
-        let datapoint = compile(&cfg.metrics.datapoint, Context::DataPoint)?;
+        let [span, log_record, metric, datapoint] =
+            compile_config(ctx.config).map_err(|e| format!("{id}: {e}"))?;
         let dropped = ctx.telemetry.counter(
             "meshgate_processor_dropped_items_total",
             "Items a processor dropped on purpose, by reason.",

@@ -204,6 +204,12 @@ impl Factory for MemoryLimiterFactory {
     fn schema(&self) -> schemars::Schema {
         schemars::schema_for!(MemoryLimiterConfig)
     }
+    fn check(&self, config: &serde_json::Value) -> Result<(), String> {
+        serde_json::from_value::<MemoryLimiterConfig>(config.clone())
+            .map_err(|e| e.to_string())?
+            .limits(total_memory)
+            .map(|_| ())
+    }
 }
 
 impl ProcessorFactory for MemoryLimiterFactory {

@@ -34,6 +34,11 @@ impl Factory for ResourceFactory {
     fn schema(&self) -> schemars::Schema {
         schemars::schema_for!(ResourceConfig)
     }
+    fn check(&self, config: &serde_json::Value) -> Result<(), String> {
+        let cfg: ResourceConfig =
+            serde_json::from_value(config.clone()).map_err(|e| e.to_string())?;
+        Actions::compile(&cfg.actions).map(|_| ())
+    }
 }
 
 impl ProcessorFactory for ResourceFactory {

@@ -33,6 +33,10 @@ impl Factory for OtlpFactory {
     fn schema(&self) -> schemars::Schema {
         schemars::schema_for!(OtlpConfig)
     }
+    fn check(&self, config: &serde_json::Value) -> Result<(), String> {
+        let cfg: OtlpConfig = serde_json::from_value(config.clone()).map_err(|e| e.to_string())?;
+        check_protocols(&cfg)
+    }
 }
 
 impl ReceiverFactory for OtlpFactory {
@@ -42,15 +46,20 @@ impl ReceiverFactory for OtlpFactory {
         consumers: Consumers,
     ) -> Result<Box<dyn Receiver>, String> {
         let config: OtlpConfig = ctx.parse()?;
-        if config.protocols.grpc.is_none() && config.protocols.http.is_none() {
-            return Err("enable at least one of `protocols.grpc` and `protocols.http`".into());
-        }
+        check_protocols(&config)?;
         Ok(Box::new(OtlpReceiver {
             id: ctx.id,
             config,
             consumers,
         }))
     }
+}
+
+fn check_protocols(cfg: &OtlpConfig) -> Result<(), String> {
+    if cfg.protocols.grpc.is_none() && cfg.protocols.http.is_none() {
+        return Err("enable at least one of `protocols.grpc` and `protocols.http`".into());
+    }
+    Ok(())
 }
 
 struct OtlpReceiver {
