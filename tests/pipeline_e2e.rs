@@ -111,6 +111,11 @@ fn backpressure_becomes_retryable_refusals_over_http_and_grpc() {
         let e = c.export(request(1, 250)).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
         assert!(e.message().contains("overloaded"), "{}", e.message());
+        assert_eq!(
+            meshgate_pdata::rpc::retry_delay(e.details()),
+            Some(Duration::from_secs(1)),
+            "RetryInfo in the status details"
+        );
     });
     let m = gw.metrics();
     assert_eq!(
@@ -160,6 +165,7 @@ fn memory_limiter_refuses_above_its_limit() {
         let e = c.export(request(3, 2)).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unavailable);
         assert!(e.message().contains("memory limit"), "{}", e.message());
+        assert!(meshgate_pdata::rpc::retry_delay(e.details()).is_some_and(|d| !d.is_zero()));
     });
     let m = gw.metrics();
     assert!(

@@ -305,7 +305,7 @@ impl OtlpExporter {
 
 /// Maps a gRPC status to an export error following the OTLP/gRPC specification.
 pub(crate) fn map_status(status: &tonic::Status, what: &str, endpoint: &str) -> ExportError {
-    let retry_delay = common::rpc::retry_delay(status.details());
+    let retry_delay = meshgate_pdata::rpc::retry_delay(status.details());
     let retryable = match status.code() {
         Code::Cancelled
         | Code::DeadlineExceeded
@@ -420,8 +420,12 @@ mod tests {
                 Behaviour::ExhaustedRetryIn(d) => Err(tonic::Status::with_details(
                     Code::ResourceExhausted,
                     "slow down",
-                    common::rpc::status_with_retry(Code::ResourceExhausted as i32, "slow down", d)
-                        .into(),
+                    meshgate_pdata::rpc::status_with_retry(
+                        Code::ResourceExhausted as i32,
+                        "slow down",
+                        d,
+                    )
+                    .into(),
                 )),
             }
         }

@@ -320,7 +320,7 @@ fn error_text(headers: &HeaderMap, body: &[u8]) -> String {
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-protobuf"));
-    if is_proto && let Ok(s) = common::rpc::Status::decode(body) {
+    if is_proto && let Ok(s) = meshgate_pdata::rpc::Status::decode(body) {
         return s.message;
     }
     let mut end = body.len().min(200);
@@ -554,7 +554,7 @@ mod tests {
         );
 
         // A protobuf google.rpc.Status body: its message is used.
-        let status = common::rpc::Status {
+        let status = meshgate_pdata::rpc::Status {
             code: 3,
             message: "metric name missing".into(),
             details: vec![],

@@ -9,6 +9,7 @@
 pub mod attributes;
 pub mod json;
 mod payload;
+pub mod rpc;
 pub mod validate;
 
 pub use payload::{Payload, Signal};

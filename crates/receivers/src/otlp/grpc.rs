@@ -134,7 +134,14 @@ fn refusal_status(r: &meshgate_engine::Refusal) -> Status {
         RefusalReason::MemoryLimit => "memory limit reached",
         RefusalReason::ShuttingDown => "shutting down",
     };
-    Status::unavailable(format!("{prefix}: {}", r.message))
+    let message = format!("{prefix}: {}", r.message);
+    // RetryInfo tells OTLP clients how long to back off (the gRPC twin of Retry-After).
+    let details = meshgate_pdata::rpc::status_with_retry(
+        tonic::Code::Unavailable as i32,
+        &message,
+        r.retry_after,
+    );
+    Status::with_details(tonic::Code::Unavailable, message, Bytes::from(details))
 }
 
 /// Decodes requests straight into a [`Payload`]; encodes already-encoded responses.

@@ -36,15 +36,6 @@ struct Route {
     max_size: usize,
 }
 
-/// `google.rpc.Status`, the body of an OTLP/HTTP error response.
-#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
-
 fn error(status: StatusCode, enc: Encoding, message: String) -> Response {
     // gRPC code equivalents, for clients that read the body.
     let code = match status {
@@ -55,10 +46,16 @@ fn error(status: StatusCode, enc: Encoding, message: String) -> Response {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => 3,
         _ => 2,
     };
-    let body = RpcStatus { code, message };
     let bytes = match enc {
-        Encoding::Protobuf => body.encode_to_vec(),
-        Encoding::Json => serde_json::to_vec(&body).unwrap_or_default(),
+        Encoding::Protobuf => meshgate_pdata::rpc::Status {
+            code,
+            message,
+            details: Vec::new(),
+        }
+        .encode_to_vec(),
+        Encoding::Json => serde_json::json!({ "code": code, "message": message })
+            .to_string()
+            .into_bytes(),
     };
     (status, [(header::CONTENT_TYPE, enc.content_type())], bytes).into_response()
 }
