@@ -10,6 +10,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// mimalloc instead of the system allocator: decoding and freeing OTLP requests is
+/// allocation-heavy (dozens of strings per span), and glibc's free-list consolidation showed
+/// up as ~15% of the pass-through profile (see benches/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The pipeline used by `meshgate run` without `-c`.
 const DEFAULT_PIPELINE: &str = include_str!("../pipelines/default.yaml");
 

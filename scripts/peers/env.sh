@@ -1,7 +1,13 @@
 # Source this (bash/zsh/sh): `. scripts/peers/env.sh`
 # Exports where scripts/peers/install.sh put meshgate's test peers. Values already set
 # in the environment win. It only sets variables: it neither installs nor checks anything.
+# (The URLs of the running server peers are in the env file scripts/peers/services.sh writes.)
+# shellcheck shell=sh
 MESHGATE_PEERS_DIR="${MESHGATE_PEERS_DIR:-$HOME/.cache/meshgate/peers}"
 MESHGATE_PYTHON="${MESHGATE_PYTHON:-$MESHGATE_PEERS_DIR/venv/bin/python}"
 MESHGATE_TELEMETRYGEN="${MESHGATE_TELEMETRYGEN:-$MESHGATE_PEERS_DIR/bin/telemetrygen}"
-export MESHGATE_PEERS_DIR MESHGATE_PYTHON MESHGATE_TELEMETRYGEN
+MESHGATE_JAEGER="${MESHGATE_JAEGER:-$MESHGATE_PEERS_DIR/bin/jaeger}"
+MESHGATE_OPENSEARCH_HOME="${MESHGATE_OPENSEARCH_HOME:-$MESHGATE_PEERS_DIR/opensearch}"
+MESHGATE_ELASTICSEARCH_HOME="${MESHGATE_ELASTICSEARCH_HOME:-$MESHGATE_PEERS_DIR/elasticsearch}"
+export MESHGATE_PEERS_DIR MESHGATE_PYTHON MESHGATE_TELEMETRYGEN MESHGATE_JAEGER \
+    MESHGATE_OPENSEARCH_HOME MESHGATE_ELASTICSEARCH_HOME

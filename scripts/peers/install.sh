@@ -1,24 +1,44 @@
 #!/usr/bin/env bash
 # Install meshgate's pinned test peers into a cache OUTSIDE the clone.
 #
-#   scripts/peers/install.sh [--force] [peer...]      peers: python telemetrygen (default: all)
+#   scripts/peers/install.sh [--force] [peer...]
+#       peers: python telemetrygen jaeger opensearch elasticsearch (default: all)
 #
 # Cache dir: ${MESHGATE_PEERS_DIR:-$HOME/.cache/meshgate/peers}
 #   venv/                 OpenTelemetry Python SDK + OTLP exporters (pins: scripts/peers/requirements.txt)
 #   bin/telemetrygen      telemetrygen from opentelemetry-collector-contrib (pin: TELEMETRYGEN_VERSION below)
+#   bin/jaeger            Jaeger v2 all-in-one, built from the pinned Jaeger Go module (JAEGER_VERSION)
+#   opensearch-<v>/       OpenSearch integ-test distribution (no JDK, no plugins); `opensearch` -> it
+#   elasticsearch-<v>/    Elasticsearch integ-test distribution (no JDK); `elasticsearch` -> it
 #   go/                   GOPATH / GOMODCACHE / GOCACHE used to build the Go peers
+#   m2/                   Maven local repository the two zips are fetched into (by mvn, checksum-pinned)
 #   logs/                 full output of the last install of each peer
 #
 # Idempotent: a peer whose stamp matches its pin is only verified (fast). A changed pin
-# (requirements.txt hash, TELEMETRYGEN_VERSION) re-installs it. Any failure prints the
-# reason and exits non-zero. `source scripts/peers/env.sh` afterwards exports the paths.
+# (requirements.txt hash, a *_VERSION below) re-installs it. Any failure prints the
+# reason and exits non-zero. `source scripts/peers/env.sh` afterwards exports the paths;
+# scripts/peers/services.sh starts the server peers (jaeger, opensearch, elasticsearch).
 set -euo pipefail
 
 # ---- pins -------------------------------------------------------------------------------
 TELEMETRYGEN_PKG="github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen"
 TELEMETRYGEN_VERSION="v0.161.0"   # its go.mod needs Go >= 1.26.0
 GO_MIN_MINOR=26                   # Go 1.26 or newer (GOTOOLCHAIN=local: no toolchain download)
-ALL_PEERS=(python telemetrygen)
+# Jaeger's Go module is tagged on the v1.x line; v1.76.0 is the same release as Jaeger v2.13.0,
+# whose cmd/jaeger is the v2 (OpenTelemetry-collector based) all-in-one binary.
+JAEGER_MODULE="github.com/jaegertracing/jaeger"
+JAEGER_VERSION="v1.76.0"
+JAEGER_V2_VERSION="v2.13.0"       # stamped into the binary (`jaeger version` prints it)
+# No-JDK test distributions from Maven Central, fetched with mvn (its configured repository).
+# The newest served 2.19.x / 8.x when pinned; the sha512 is Maven Central's .sha512 of the zip.
+OPENSEARCH_VERSION="2.19.6"
+OPENSEARCH_ARTIFACT="org.opensearch.distribution.integ-test-zip:opensearch:${OPENSEARCH_VERSION}:zip"
+OPENSEARCH_SHA512="8adbfaa13162b8d42b388ece6b39bfb7f1a349ab9c128d4eced78ba1dd43b5a10850b43b8aac19fa5ab11f4d5c355ddf6f6617514d6112b0936a1903005d1d36"
+ELASTICSEARCH_VERSION="8.19.21"   # runs on Java 21+ only (services.sh picks the newer JDK)
+ELASTICSEARCH_ARTIFACT="org.elasticsearch.distribution.integ-test-zip:elasticsearch:${ELASTICSEARCH_VERSION}:zip"
+ELASTICSEARCH_SHA512="cf6b0a93860d329937ae7f913ec5073b0c726c77639764b93fc83a304aa1dd9d4defcfa2849948eea3b0b47c2065f994908603939fc2a4774c9c4d868c5ec1dd"
+MAVEN_DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+ALL_PEERS=(python telemetrygen jaeger opensearch elasticsearch)
 # -----------------------------------------------------------------------------------------
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -45,7 +65,7 @@ die_with_log() {
 }
 
 usage() {
-    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 peers=()
@@ -53,7 +73,7 @@ for arg in "$@"; do
     case "$arg" in
         -h | --help) usage; exit 0 ;;
         --force) FORCE=1 ;;
-        python | telemetrygen) peers+=("$arg") ;;
+        python | telemetrygen | jaeger | opensearch | elasticsearch) peers+=("$arg") ;;
         *) echo "install.sh: ERROR: unknown peer or option '$arg' (known peers: ${ALL_PEERS[*]})" >&2; exit 2 ;;
     esac
 done
@@ -166,14 +186,15 @@ go_env() {
 }
 
 check_go() {
-    command -v go >/dev/null 2>&1 || die "peer telemetrygen: 'go' not found on PATH (need Go 1.$GO_MIN_MINOR or newer)"
+    local peer="${1:-telemetrygen}"
+    command -v go >/dev/null 2>&1 || die "peer $peer: 'go' not found on PATH (need Go 1.$GO_MIN_MINOR or newer)"
     local v
-    v="$(go env GOVERSION 2>/dev/null)" || die "peer telemetrygen: 'go env GOVERSION' failed"
+    v="$(go env GOVERSION 2>/dev/null)" || die "peer $peer: 'go env GOVERSION' failed"
     # go1.26.8 -> major 1, minor 26
     local minor="${v#go1.}"
     minor="${minor%%[.a-z]*}"
     [[ "$v" == go1.* && "$minor" =~ ^[0-9]+$ && "$minor" -ge $GO_MIN_MINOR ]] \
-        || die "peer telemetrygen: $v is too old, telemetrygen $TELEMETRYGEN_VERSION needs Go 1.$GO_MIN_MINOR or newer"
+        || die "peer $peer: $v is too old, the Go peers need Go 1.$GO_MIN_MINOR or newer"
 }
 
 telemetrygen_verify() {
@@ -203,7 +224,7 @@ install_telemetrygen() {
         sed 's/^/    /' "$log.verify" >&2
     fi
 
-    check_go
+    check_go telemetrygen
     note "peer telemetrygen: go install $want (log: $log; a cold build takes about a minute) ..."
     local t0=$SECONDS
     rm -f "$bin" "$stamp"
@@ -217,6 +238,133 @@ install_telemetrygen() {
     echo "$want" >"$stamp"
     note "peer telemetrygen: installed in $((SECONDS - t0))s"
     echo "peer telemetrygen: ok ($bin, $TELEMETRYGEN_VERSION)"
+}
+
+# ---- jaeger: Jaeger v2 all-in-one, built from the pinned module -------------------------
+# `go install github.com/jaegertracing/jaeger/cmd/jaeger@v1.76.0` is refused by the go command
+# because Jaeger's go.mod has a `replace` directive, so: download the pinned module into our
+# GOMODCACHE (checked against the Go checksum database like any module) and `go build` its
+# cmd/jaeger package with the module as the main module, honouring its go.sum.
+jaeger_verify() {
+    local bin="$1" out
+    out="$("$bin" version 2>&1)" || { echo "$bin version failed: $out" >&2; return 1; }
+    grep -q "\"gitVersion\": *\"$JAEGER_V2_VERSION\"" <<<"$out" \
+        || { echo "$bin is not Jaeger $JAEGER_V2_VERSION: $out" >&2; return 1; }
+    if command -v go >/dev/null 2>&1; then
+        local info
+        info="$(go version -m "$bin" 2>&1)" || { echo "go version -m $bin failed: $info" >&2; return 1; }
+        grep -Eq "^[[:space:]]*path[[:space:]]+${JAEGER_MODULE//./\\.}/cmd/jaeger([[:space:]]|$)" <<<"$info" \
+            || { echo "$bin was not built from $JAEGER_MODULE/cmd/jaeger:" >&2; echo "$info" | head -3 >&2; return 1; }
+    fi
+}
+
+install_jaeger() {
+    local bin="$PEERS_DIR/bin/jaeger"
+    local stamp="$PEERS_DIR/bin/.jaeger.stamp"
+    local log="$PEERS_DIR/logs/jaeger.log"
+    local want="$JAEGER_MODULE/cmd/jaeger@$JAEGER_VERSION ($JAEGER_V2_VERSION)"
+
+    if [[ $FORCE -eq 0 && -x "$bin" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        if jaeger_verify "$bin" 2>"$log.verify"; then
+            echo "peer jaeger: ok ($bin, $JAEGER_V2_VERSION = module $JAEGER_VERSION)"
+            return 0
+        fi
+        note "peer jaeger: cached binary failed verification, re-installing:"
+        sed 's/^/    /' "$log.verify" >&2
+    fi
+
+    check_go jaeger
+    note "peer jaeger: building $want (log: $log; a cold build takes several minutes) ..."
+    local t0=$SECONDS
+    rm -f "$bin" "$bin.tmp" "$stamp"
+    (
+        set -euo pipefail
+        echo "# $(date -u +%FT%TZ) build $want with $(go env GOVERSION)"
+        cd "$PEERS_DIR"
+        moddir="$(go_env go mod download -json "$JAEGER_MODULE@$JAEGER_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+        [[ -n "$moddir" && -f "$moddir/go.mod" ]] || { echo "go mod download gave no module directory" >&2; exit 1; }
+        echo "# module source: $moddir"
+        go_env go build -C "$moddir" -trimpath \
+            -ldflags "-s -w -X $JAEGER_MODULE/internal/version.latestVersion=$JAEGER_V2_VERSION" \
+            -o "$bin.tmp" ./cmd/jaeger
+        mv -f "$bin.tmp" "$bin"
+    ) >"$log" 2>&1 || die_with_log "$log" "peer jaeger: building $want failed (see $log)"
+    [[ -x "$bin" ]] || die_with_log "$log" "peer jaeger: build succeeded but $bin is missing"
+    jaeger_verify "$bin" 2>>"$log" || die_with_log "$log" "peer jaeger: built binary failed verification"
+    echo "$want" >"$stamp"
+    note "peer jaeger: installed in $((SECONDS - t0))s"
+    echo "peer jaeger: ok ($bin, $JAEGER_V2_VERSION = module $JAEGER_VERSION)"
+}
+
+# ---- opensearch / elasticsearch: no-JDK integ-test zips from Maven Central ---------------
+# Fetched by mvn (maven-dependency-plugin, pinned) into $PEERS_DIR/m2 with strict checksums,
+# checked against the pinned sha512, unpacked to $PEERS_DIR/<name>-<version>, and the
+# version-free symlink $PEERS_DIR/<name> pointed at it (what env.sh and services.sh use).
+zip_dist_verify() {
+    local home="$1" name="$2" version="$3"
+    [[ -x "$home/bin/$name" ]] || { echo "$home/bin/$name missing or not executable" >&2; return 1; }
+    compgen -G "$home/lib/$name-$version.jar" >/dev/null \
+        || { echo "$home/lib/$name-$version.jar missing (not a $name $version distribution?)" >&2; return 1; }
+}
+
+install_zip_dist() {
+    local name="$1" version="$2" artifact="$3" sha512="$4"
+    local home="$PEERS_DIR/$name-$version"
+    local stamp="$home/.meshgate-stamp"
+    local log="$PEERS_DIR/logs/$name.log"
+    local want="$artifact sha512=$sha512"
+
+    if [[ $FORCE -eq 0 && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        if zip_dist_verify "$home" "$name" "$version" 2>"$log.verify"; then
+            ln -sfn "$name-$version" "$PEERS_DIR/$name"
+            echo "peer $name: ok ($home)"
+            return 0
+        fi
+        note "peer $name: cached distribution failed verification, re-installing:"
+        sed 's/^/    /' "$log.verify" >&2
+    fi
+
+    command -v mvn >/dev/null 2>&1 || die "peer $name: 'mvn' not found on PATH (apt-get install maven)"
+    command -v unzip >/dev/null 2>&1 || die "peer $name: 'unzip' not found on PATH (apt-get install unzip)"
+    note "peer $name: fetching $artifact with mvn (log: $log) ..."
+    local t0=$SECONDS
+    local repo="$PEERS_DIR/m2"
+    local g a v p
+    IFS=: read -r g a v p <<<"$artifact"
+    local zip="$repo/${g//.//}/$a/$v/$a-$v.$p"
+    local tmp="$PEERS_DIR/.unpack-$name-$version.$$"
+    rm -rf "$home" "$tmp"
+    {
+        echo "# $(date -u +%FT%TZ) fetch $artifact with $(mvn -v 2>/dev/null | head -1)"
+        mvn -B -ntp -C -Dstyle.color=never -Dmaven.repo.local="$repo" \
+            "$MAVEN_DEPENDENCY_PLUGIN:get" -Dartifact="$artifact" -Dtransitive=false
+    } >"$log" 2>&1 || die_with_log "$log" "peer $name: mvn could not fetch $artifact (see $log)"
+    [[ -f "$zip" ]] || die_with_log "$log" "peer $name: mvn succeeded but $zip is missing"
+    local got
+    got="$(sha512sum "$zip" | cut -d' ' -f1)"
+    if [[ "$got" != "$sha512" ]]; then
+        rm -f "$zip"
+        die "peer $name: $zip has sha512 $got, pinned $sha512 (deleted; re-run to fetch again)"
+    fi
+    mkdir -p "$tmp"
+    unzip -q "$zip" -d "$tmp" >>"$log" 2>&1 || { rm -rf "$tmp"; die_with_log "$log" "peer $name: unzip $zip failed"; }
+    [[ -d "$tmp/$name-$version" ]] || { rm -rf "$tmp"; die "peer $name: $zip has no top-level $name-$version/ directory"; }
+    mv "$tmp/$name-$version" "$home"
+    rm -rf "$tmp"
+    zip_dist_verify "$home" "$name" "$version" 2>>"$log" \
+        || die_with_log "$log" "peer $name: unpacked distribution failed verification"
+    echo "$want" >"$stamp"
+    ln -sfn "$name-$version" "$PEERS_DIR/$name"
+    note "peer $name: installed in $((SECONDS - t0))s"
+    echo "peer $name: ok ($home)"
+}
+
+install_opensearch() {
+    install_zip_dist opensearch "$OPENSEARCH_VERSION" "$OPENSEARCH_ARTIFACT" "$OPENSEARCH_SHA512"
+}
+
+install_elasticsearch() {
+    install_zip_dist elasticsearch "$ELASTICSEARCH_VERSION" "$ELASTICSEARCH_ARTIFACT" "$ELASTICSEARCH_SHA512"
 }
 
 for peer in "${peers[@]}"; do

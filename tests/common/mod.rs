@@ -395,3 +395,41 @@ pub fn otel_send(python: &Path, args: &[&str]) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).expect("otel_send.py summary JSON")
 }
+
+/// The address of a running backend service started by `scripts/peers/services.sh` (which
+/// exports `var`), or `None` (test skipped with a message) when it is not running and
+/// `MESHGATE_REQUIRE_PEERS` is not `1`; with it, a missing service fails the test.
+pub fn service(var: &str, what: &str) -> Option<String> {
+    if let Ok(v) = std::env::var(var)
+        && !v.is_empty()
+    {
+        return Some(v);
+    }
+    if std::env::var("MESHGATE_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!(
+            "{what} is not running ({var} is unset, MESHGATE_REQUIRE_PEERS=1): run scripts/test, or \
+             scripts/peers/services.sh start and source the env file it prints"
+        );
+    }
+    eprintln!(
+        "SKIPPED: {what} is not running ({var} is unset); run scripts/peers/services.sh start"
+    );
+    None
+}
+
+/// GET on a full `http://127.0.0.1:PORT/path` URL; returns status and body.
+pub fn http_get_url(url: &str) -> std::io::Result<(u16, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| std::io::Error::other(format!("not an http:// URL: {url}")))?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let port: u16 = hostport
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no port in {url}")))?;
+    http_get(port, path)
+}

@@ -79,6 +79,33 @@ pub(crate) fn default_max_request_size() -> meshgate_config::ByteSize {
     meshgate_config::ByteSize(4 * 1024 * 1024)
 }
 
+/// `e` and its sources, e.g. `client error (Connect): tcp connect error: Connection refused`.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        src = cause.source();
+    }
+    s
+}
+
+/// An HTTP `Retry-After` in seconds (HTTP dates are ignored).
+pub(crate) fn retry_after_header(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(std::time::Duration::from_secs)
+}
+
 #[cfg(test)]
 pub(crate) mod testutil {
     use meshgate_pdata::Payload;

@@ -6,6 +6,8 @@
 //! | `otlphttp` | all     | an OTLP/HTTP backend, protobuf encoding |
 //! | `debug`    | all     | the gateway's own log |
 //! | `file`     | all     | a local file, one OTLP/JSON export request per line |
+//! | `jaeger`   | traces  | Jaeger: OTLP to a v2 collector, or the native `api_v2` gRPC collector |
+//! | `elasticsearch` | traces, logs | Elasticsearch / OpenSearch `_bulk` (otel, ecs, dataprepper mappings) |
 //!
 //! An exporter implements one send attempt ([`meshgate_engine::Exporter::export`]) and maps
 //! the backend's answer to the OTLP rules: partial success becomes
@@ -18,7 +20,9 @@
 
 mod common;
 pub mod debug;
+pub mod elasticsearch;
 pub mod file;
+pub mod jaeger;
 pub mod otlp;
 pub mod otlphttp;
 
@@ -34,6 +38,8 @@ pub fn register(c: meshgate_engine::Components) -> meshgate_engine::Components {
         .exporter(OtlpHttpExporterFactory)
         .exporter(DebugExporterFactory)
         .exporter(FileExporterFactory)
+        .exporter(elasticsearch::ElasticsearchExporterFactory)
+        .exporter(jaeger::JaegerExporterFactory)
 }
 
 #[cfg(test)]
@@ -43,14 +49,26 @@ mod tests {
         let c = super::register(meshgate_engine::Components::default());
         let mut names: Vec<_> = c.list().iter().map(|i| i.type_name).collect();
         names.sort();
-        assert_eq!(names, ["debug", "file", "otlp", "otlphttp"]);
+        assert_eq!(
+            names,
+            [
+                "debug",
+                "elasticsearch",
+                "file",
+                "jaeger",
+                "otlp",
+                "otlphttp"
+            ]
+        );
     }
 
     /// Every config field is documented in the schema, with its default or "required".
     #[test]
     fn schemas_describe_every_field_and_its_default() {
         use meshgate_engine::Factory;
-        let factories: [&dyn Factory; 4] = [
+        let factories: [&dyn Factory; 6] = [
+            &super::elasticsearch::ElasticsearchExporterFactory,
+            &super::jaeger::JaegerExporterFactory,
             &super::OtlpExporterFactory,
             &super::OtlpHttpExporterFactory,
             &super::DebugExporterFactory,

@@ -155,7 +155,7 @@ pub struct OtlpExporter {
 }
 
 /// The checked parts of an [`OtlpConfig`].
-struct Prepared {
+pub(crate) struct Prepared {
     uri: String,
     timeout: Duration,
     endpoint: Endpoint,
@@ -187,7 +187,7 @@ fn endpoint_uri(endpoint: &str) -> Result<String, String> {
 impl OtlpExporter {
     /// Everything `new` checks, without creating the channel (which needs a runtime): the
     /// endpoint, the timeout and the headers. `meshgate validate` runs this too.
-    fn prepare(cfg: &OtlpConfig) -> Result<Prepared, String> {
+    pub(crate) fn prepare(cfg: &OtlpConfig) -> Result<Prepared, String> {
         let uri = endpoint_uri(&cfg.endpoint)?;
         let timeout = cfg.timeout.0;
         if timeout.is_zero() {
@@ -283,22 +283,28 @@ impl OtlpExporter {
         Ok(resp.into_inner())
     }
 
-    async fn send(&self, data: &Payload) -> Result<Exported, tonic::Status> {
-        match data {
-            Payload::Traces(t) => {
-                let r: ExportTraceServiceResponse =
-                    self.unary(t.encode_to_vec(), TRACES_PATH).await?;
-                Ok(common::from_trace_ps(r.partial_success))
-            }
-            Payload::Metrics(m) => {
-                let r: ExportMetricsServiceResponse =
-                    self.unary(m.encode_to_vec(), METRICS_PATH).await?;
-                Ok(common::from_metrics_ps(r.partial_success))
-            }
-            Payload::Logs(l) => {
-                let r: ExportLogsServiceResponse = self.unary(l.encode_to_vec(), LOGS_PATH).await?;
-                Ok(common::from_logs_ps(r.partial_success))
-            }
+    /// One attempt at a unary call of `path` with an encoded request `body`, bounded by the
+    /// export deadline, a failure mapped by the OTLP retry rules. `what` describes the data
+    /// in messages. The `jaeger` exporter sends its native requests through this too.
+    pub(crate) async fn call<R: Message + Default + Send + Sync + 'static>(
+        &self,
+        body: Vec<u8>,
+        path: &'static str,
+        what: &str,
+    ) -> Result<R, ExportError> {
+        // The channel enforces the timeout too; this also bounds the connect phase.
+        match tokio::time::timeout(
+            self.timeout + Duration::from_millis(100),
+            self.unary(body, path),
+        )
+        .await
+        {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(status)) => Err(map_status(&status, what, &self.endpoint)),
+            Err(_) => Err(ExportError::retryable(format!(
+                "sending {what} to {} timed out after {:?}",
+                self.endpoint, self.timeout
+            ))),
         }
     }
 }
@@ -340,17 +346,23 @@ impl Exporter for OtlpExporter {
     }
 
     async fn export(&self, data: &Payload) -> Result<Exported, ExportError> {
-        // The channel enforces the timeout too; this also bounds the connect phase.
-        match tokio::time::timeout(self.timeout + Duration::from_millis(100), self.send(data)).await
-        {
-            Ok(Ok(done)) => Ok(done),
-            Ok(Err(status)) => Err(map_status(&status, &common::describe(data), &self.endpoint)),
-            Err(_) => Err(ExportError::retryable(format!(
-                "sending {} to {} timed out after {:?}",
-                common::describe(data),
-                self.endpoint,
-                self.timeout
-            ))),
+        let what = common::describe(data);
+        match data {
+            Payload::Traces(t) => {
+                let r: ExportTraceServiceResponse =
+                    self.call(t.encode_to_vec(), TRACES_PATH, &what).await?;
+                Ok(common::from_trace_ps(r.partial_success))
+            }
+            Payload::Metrics(m) => {
+                let r: ExportMetricsServiceResponse =
+                    self.call(m.encode_to_vec(), METRICS_PATH, &what).await?;
+                Ok(common::from_metrics_ps(r.partial_success))
+            }
+            Payload::Logs(l) => {
+                let r: ExportLogsServiceResponse =
+                    self.call(l.encode_to_vec(), LOGS_PATH, &what).await?;
+                Ok(common::from_logs_ps(r.partial_success))
+            }
         }
     }
 }

@@ -217,6 +217,12 @@ pub(crate) async fn start(
         builder = builder.max_connection_age_grace(grace.0);
     }
     builder = builder.max_concurrent_streams(cfg.max_concurrent_streams);
+    // OTLP requests are large (hundreds of KB to MBs): bigger frames and windows mean fewer
+    // buffer growths and WINDOW_UPDATE round trips per request.
+    builder = builder
+        .max_frame_size(Some(1 << 20))
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20));
     let max_size = cfg.max_recv_msg_size.0 as usize;
     let svc = |c: &Consumer| {
         Arc::new(Inner {
