@@ -240,7 +240,7 @@ impl OtlpHttpExporter {
             ExportError::retryable(format!(
                 "sending {} to {url} failed: {}",
                 common::describe(data),
-                error_chain(&e)
+                common::error_chain(&e)
             ))
         })?;
         let (parts, body) = resp.into_parts();
@@ -272,21 +272,6 @@ impl OtlpHttpExporter {
     }
 }
 
-/// `e` and its sources, e.g. `client error (Connect): tcp connect error: Connection refused`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        src = cause.source();
-    }
-    s
-}
-
 fn decode_success(signal: Signal, body: &[u8]) -> Result<Exported, prost::DecodeError> {
     Ok(match signal {
         Signal::Traces => {
@@ -299,18 +284,6 @@ fn decode_success(signal: Signal, body: &[u8]) -> Result<Exported, prost::Decode
             common::from_logs_ps(ExportLogsServiceResponse::decode(body)?.partial_success)
         }
     })
-}
-
-/// `Retry-After` in seconds (HTTP dates are ignored).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
 }
 
 /// The server's explanation: a `google.rpc.Status` message for protobuf bodies, else the
@@ -347,7 +320,7 @@ fn map_error(
     ExportError {
         retryable,
         retry_after: if retryable {
-            retry_after(headers)
+            common::retry_after_header(headers)
         } else {
             None
         },
