@@ -1,6 +1,6 @@
 //! `meshgate`: the telemetry gateway binary. `run` starts the pipelines from config files,
 //! `validate` checks config files and reports every problem, `components` lists what can be
-//! configured, `schema` prints the config's JSON Schema.
+//! configured, `schema` prints the config's JSON Schema, `query` runs SQL over the Parquet lake.
 
 use clap::{Parser, Subcommand};
 use meshgate_config::{Catalog, Diagnostic, Format, Loaded, Severity};
@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway. Without -c, runs the embedded default pipeline (OTLP gRPC :4317 and
-    /// HTTP :4318 on 127.0.0.1, batch, OTLP/JSON files under ./meshgate-data).
+    /// HTTP :4318 on 127.0.0.1, batch, a Parquet lake under ./meshgate-data/lake).
     Run {
         /// Config file (YAML, TOML or JSON). Repeat to merge several; later files win.
         #[arg(short = 'c', long = "config", value_name = "FILE")]
@@ -53,6 +53,41 @@ enum Command {
     Components,
     /// Print the JSON Schema of the config file format.
     Schema,
+    /// Run SQL over the Parquet lake written by the `parquet` exporter. Tables: `spans`,
+    /// `logs`, `metrics`, each with the partition columns `date` ('YYYY-MM-DD') and `hour`
+    /// ('00'-'23', UTC); filter on them to read only the folders needed.
+    Query {
+        /// The lake directory (the `path` of the parquet exporter). Default: the default
+        /// pipeline's lake, `$MESHGATE_DATA_DIR/lake` (`./meshgate-data/lake`).
+        #[arg(long, value_name = "DIR", default_value_os_t = default_lake())]
+        lake: PathBuf,
+        /// The SQL query (DataFusion dialect), e.g.
+        /// "SELECT service_name, count(*) FROM spans GROUP BY 1".
+        #[arg(value_name = "SQL")]
+        sql: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
+        format: QueryFormat,
+    },
+}
+
+/// Output formats of `meshgate query`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum QueryFormat {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// One JSON object per row.
+    Json,
+}
+
+/// Where the default pipeline writes its lake.
+fn default_lake() -> PathBuf {
+    std::env::var_os("MESHGATE_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("./meshgate-data"))
+        .join("lake")
 }
 
 /// Every component this build of meshgate knows.
@@ -78,6 +113,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::Query { lake, sql, format } => query(&lake, &sql, format),
         Command::Validate { config } => {
             let comps = components();
             match load_and_validate(&config, &comps) {
@@ -160,6 +196,33 @@ fn report(diags: &[Diagnostic]) {
             "meshgate: {errors} error{} in the config",
             if errors == 1 { "" } else { "s" }
         );
+    }
+}
+
+/// `meshgate query`: runs `sql` over the lake and prints the result to stdout.
+fn query(lake: &std::path::Path, sql: &str, format: QueryFormat) -> ExitCode {
+    let format = match format {
+        QueryFormat::Table => meshgate_lake::OutputFormat::Table,
+        QueryFormat::Csv => meshgate_lake::OutputFormat::Csv,
+        QueryFormat::Json => meshgate_lake::OutputFormat::Json,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meshgate: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match rt.block_on(meshgate_lake::query::query(lake, sql, format, &mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshgate: error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -200,6 +200,17 @@ fn run_without_config_serves_the_default_pipeline() {
         .arg(child.id().to_string())
         .status();
     assert!(child.wait().unwrap().success());
-    let logs = std::fs::read_to_string(dir.path("logs.jsonl")).unwrap();
-    assert!(logs.contains("hello meshgate"), "{logs}");
+    // The default lake is where `meshgate query` looks by default.
+    let out = Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args(["query", "--format", "csv", "SELECT body FROM logs"])
+        .env("MESHGATE_DATA_DIR", &dir.0)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.trim(), "body\nhello meshgate", "{text}");
 }

@@ -2,10 +2,10 @@
 # Install meshgate's pinned test peers into a cache OUTSIDE the clone.
 #
 #   scripts/peers/install.sh [--force] [peer...]
-#       peers: python telemetrygen jaeger opensearch elasticsearch (default: all)
+#       peers: python telemetrygen jaeger opensearch elasticsearch prometheus (default: all)
 #
 # Cache dir: ${MESHGATE_PEERS_DIR:-$HOME/.cache/meshgate/peers}
-#   venv/                 OpenTelemetry Python SDK + OTLP exporters (pins: scripts/peers/requirements.txt)
+#   venv/                 OpenTelemetry Python SDK + OTLP exporters, pyarrow, duckdb (pins: scripts/peers/requirements.txt)
 #   bin/telemetrygen      telemetrygen from opentelemetry-collector-contrib (pin: TELEMETRYGEN_VERSION below)
 #   bin/jaeger            Jaeger v2 all-in-one, built from the pinned Jaeger Go module (JAEGER_VERSION)
 #   opensearch-<v>/       OpenSearch integ-test distribution (no JDK, no plugins); `opensearch` -> it
@@ -13,11 +13,14 @@
 #   go/                   GOPATH / GOMODCACHE / GOCACHE used to build the Go peers
 #   m2/                   Maven local repository the two zips are fetched into (by mvn, checksum-pinned)
 #   logs/                 full output of the last install of each peer
+# prometheus is the exception: the Debian package (pin: PROMETHEUS_DEB_VERSION), installed
+# system-wide with apt-get (as root, or via `sudo -n`) into /usr/bin/prometheus; its system
+# service is kept from starting (see install_prometheus).
 #
 # Idempotent: a peer whose stamp matches its pin is only verified (fast). A changed pin
 # (requirements.txt hash, a *_VERSION below) re-installs it. Any failure prints the
 # reason and exits non-zero. `source scripts/peers/env.sh` afterwards exports the paths;
-# scripts/peers/services.sh starts the server peers (jaeger, opensearch, elasticsearch).
+# scripts/peers/services.sh starts the server peers (jaeger, opensearch, elasticsearch, prometheus).
 set -euo pipefail
 
 # ---- pins -------------------------------------------------------------------------------
@@ -38,7 +41,10 @@ ELASTICSEARCH_VERSION="8.19.21"   # runs on Java 21+ only (services.sh picks the
 ELASTICSEARCH_ARTIFACT="org.elasticsearch.distribution.integ-test-zip:elasticsearch:${ELASTICSEARCH_VERSION}:zip"
 ELASTICSEARCH_SHA512="cf6b0a93860d329937ae7f913ec5073b0c726c77639764b93fc83a304aa1dd9d4defcfa2849948eea3b0b47c2065f994908603939fc2a4774c9c4d868c5ec1dd"
 MAVEN_DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
-ALL_PEERS=(python telemetrygen jaeger opensearch elasticsearch)
+# Prometheus 2.42 from Debian 12 (bookworm), the version `apt-cache policy prometheus` offered.
+PROMETHEUS_DEB_VERSION="2.42.0+ds-5+deb12u1"
+PROMETHEUS_VERSION="2.42.0"       # what `prometheus --version` prints
+ALL_PEERS=(python telemetrygen jaeger opensearch elasticsearch prometheus)
 # -----------------------------------------------------------------------------------------
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -65,7 +71,7 @@ die_with_log() {
 }
 
 usage() {
-    sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 peers=()
@@ -73,7 +79,7 @@ for arg in "$@"; do
     case "$arg" in
         -h | --help) usage; exit 0 ;;
         --force) FORCE=1 ;;
-        python | telemetrygen | jaeger | opensearch | elasticsearch) peers+=("$arg") ;;
+        python | telemetrygen | jaeger | opensearch | elasticsearch | prometheus) peers+=("$arg") ;;
         *) echo "install.sh: ERROR: unknown peer or option '$arg' (known peers: ${ALL_PEERS[*]})" >&2; exit 2 ;;
     esac
 done
@@ -98,7 +104,7 @@ fi
 # ---- python: OpenTelemetry Python SDK venv ------------------------------------------------
 python_verify() {
     # Every pinned distribution is installed at exactly its pinned version, and the
-    # SDK and both OTLP exporters import.
+    # SDK, both OTLP exporters, pyarrow (with its parquet module) and duckdb import.
     "$1" - "$2" <<'PY'
 import sys, re
 from importlib import metadata
@@ -122,10 +128,11 @@ for line in open(sys.argv[1], encoding="utf-8"):
 import opentelemetry.sdk.trace, opentelemetry.sdk.metrics, opentelemetry.sdk._logs  # noqa: E401
 import opentelemetry.exporter.otlp.proto.grpc.trace_exporter  # noqa: F401
 import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
+import pyarrow, pyarrow.parquet, duckdb  # noqa: E401,F401  (the Parquet readers)
 if bad:
     print("\n".join(bad), file=sys.stderr)
     sys.exit(1)
-print(metadata.version("opentelemetry-sdk"))
+print(", ".join(f"{d} {metadata.version(d)}" for d in ("opentelemetry-sdk", "pyarrow", "duckdb")))
 PY
 }
 
@@ -147,7 +154,7 @@ install_python() {
     local sdkver
     if [[ $FORCE -eq 0 && -x "$py" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
         if sdkver="$(python_verify "$py" "$req" 2>"$log.verify")"; then
-            echo "peer python: ok ($py, opentelemetry-sdk $sdkver)"
+            echo "peer python: ok ($py, $sdkver)"
             return 0
         fi
         note "peer python: cached venv failed verification, re-installing:"
@@ -168,7 +175,7 @@ install_python() {
         || die_with_log "$log" "peer python: installed venv does not match $req"
     echo "$want" >"$stamp"
     note "peer python: installed in $((SECONDS - t0))s"
-    echo "peer python: ok ($py, opentelemetry-sdk $sdkver)"
+    echo "peer python: ok ($py, $sdkver)"
 }
 
 # ---- telemetrygen: go install, pinned -----------------------------------------------------
@@ -365,6 +372,112 @@ install_opensearch() {
 
 install_elasticsearch() {
     install_zip_dist elasticsearch "$ELASTICSEARCH_VERSION" "$ELASTICSEARCH_ARTIFACT" "$ELASTICSEARCH_SHA512"
+}
+
+# ---- prometheus: Debian package, pinned ---------------------------------------------------
+# `apt-get install prometheus=<pin>` (no recommends: no node exporter). The package's postinst
+# registers a system service (sysvinit script + systemd unit) and asks invoke-rc.d /
+# deb-systemd-invoke to start it on :9090. Both consult /usr/sbin/policy-rc.d, so for the
+# duration of the apt-get call a policy-rc.d that answers 101 ("do not run") is put in place
+# (the machine's own one, if any, is moved aside and restored afterwards; container images often
+# ship exactly such a file already). Afterwards the service is disabled at boot too (systemctl
+# disable, or update-rc.d disable without systemd) and, should one be running anyway, stopped.
+# The tests never use that service: services.sh runs its own prometheus on a free port.
+prometheus_verify() {
+    local have out
+    have="$(dpkg-query -W -f='${db:Status-Status} ${Version}' prometheus 2>/dev/null)" \
+        || { echo "Debian package prometheus is not installed" >&2; return 1; }
+    [[ "$have" == "installed $PROMETHEUS_DEB_VERSION" ]] \
+        || { echo "Debian package prometheus: '$have', pinned $PROMETHEUS_DEB_VERSION" >&2; return 1; }
+    [[ -x /usr/bin/prometheus ]] || { echo "/usr/bin/prometheus missing" >&2; return 1; }
+    out="$(/usr/bin/prometheus --version 2>&1)" || { echo "prometheus --version failed: $out" >&2; return 1; }
+    grep -Eq "^prometheus, version ${PROMETHEUS_VERSION//./\\.}([+ ]|$)" <<<"$out" \
+        || { echo "prometheus --version is not $PROMETHEUS_VERSION: $(head -1 <<<"$out")" >&2; return 1; }
+}
+
+# Keep the packaged system service off (it would hold :9090 and scrape itself).
+prometheus_service_off() {
+    local -a as_root=("$@")
+    if [[ -d /run/systemd/system ]]; then
+        "${as_root[@]}" systemctl disable --now prometheus.service || return 1
+    else
+        if command -v systemctl >/dev/null 2>&1; then
+            "${as_root[@]}" systemctl disable prometheus.service >/dev/null 2>&1 || true
+        fi
+        if command -v update-rc.d >/dev/null 2>&1 && [[ -x /etc/init.d/prometheus ]]; then
+            "${as_root[@]}" update-rc.d prometheus disable >/dev/null 2>&1 || true
+            if "${as_root[@]}" /etc/init.d/prometheus status >/dev/null 2>&1; then
+                "${as_root[@]}" /etc/init.d/prometheus stop || return 1
+            fi
+        fi
+    fi
+}
+
+install_prometheus() {
+    local log="$PEERS_DIR/logs/prometheus.log"
+    local want="prometheus=$PROMETHEUS_DEB_VERSION"
+
+    if [[ $FORCE -eq 0 ]] && prometheus_verify 2>"$log.verify"; then
+        echo "peer prometheus: ok (/usr/bin/prometheus, $PROMETHEUS_VERSION = Debian $PROMETHEUS_DEB_VERSION)"
+        return 0
+    fi
+    if command -v dpkg-query >/dev/null 2>&1 && dpkg-query -W prometheus >/dev/null 2>&1; then
+        note "peer prometheus: installed package does not match the pin, re-installing:"
+        sed 's/^/    /' "$log.verify" >&2
+    fi
+
+    command -v apt-get >/dev/null 2>&1 || die "peer prometheus: 'apt-get' not found (needs a Debian 12 system: Debian package prometheus=$PROMETHEUS_DEB_VERSION)"
+    local -a as_root=()
+    if [[ $EUID -ne 0 ]]; then
+        { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; } \
+            || die "peer prometheus: installing the Debian package needs root (or password-less sudo): run 'apt-get install -y --no-install-recommends $want' as root, then re-run"
+        as_root=(sudo -n)
+    fi
+    note "peer prometheus: apt-get install $want (log: $log) ..."
+    local t0=$SECONDS
+    : >"$log"
+    echo "# $(date -u +%FT%TZ) apt-get install $want" >>"$log"
+    # Is the pinned version known to apt? If not, refresh the package lists once.
+    if ! apt-cache show "$want" >/dev/null 2>&1; then
+        "${as_root[@]}" apt-get update >>"$log" 2>&1 || die_with_log "$log" "peer prometheus: apt-get update failed"
+        apt-cache show "$want" >/dev/null 2>&1 \
+            || die_with_log "$log" "peer prometheus: Debian package $want is not available (apt-cache policy prometheus: $(apt-cache policy prometheus 2>/dev/null | sed -n 's/^ *Candidate: //p'))"
+    fi
+
+    # Deny service starts during the install (see above); restore the machine's policy after.
+    local policy=/usr/sbin/policy-rc.d saved="" ours
+    ours="$(mktemp)"
+    printf '#!/bin/sh\n# meshgate install.sh: no service starts during apt-get install prometheus\nexit 101\n' >"$ours"
+    chmod 755 "$ours"
+    if [[ -e "$policy" ]]; then
+        saved="$policy.meshgate-saved.$$"
+        "${as_root[@]}" mv -f "$policy" "$saved" || die "peer prometheus: cannot move $policy aside"
+    fi
+    restore_policy() {
+        "${as_root[@]}" rm -f "$policy"
+        if [[ -n "$saved" ]]; then "${as_root[@]}" mv -f "$saved" "$policy"; fi
+    }
+    # Restored even when interrupted.
+    trap 'restore_policy; exit 130' INT TERM
+    trap 'restore_policy' EXIT
+    if ! "${as_root[@]}" cp "$ours" "$policy"; then
+        rm -f "$ours"
+        die "peer prometheus: cannot write $policy"
+    fi
+    rm -f "$ours"
+    local rc=0 reinstall=()
+    [[ $FORCE -eq 1 ]] && reinstall=(--reinstall)
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        --allow-downgrades "${reinstall[@]}" "$want" >>"$log" 2>&1 || rc=$?
+    restore_policy
+    trap - INT TERM EXIT
+    [[ $rc -eq 0 ]] || die_with_log "$log" "peer prometheus: apt-get install $want failed (exit $rc; see $log)"
+    prometheus_service_off "${as_root[@]}" >>"$log" 2>&1 \
+        || die_with_log "$log" "peer prometheus: could not stop/disable the packaged prometheus service"
+    prometheus_verify 2>>"$log" || die_with_log "$log" "peer prometheus: installed package failed verification"
+    note "peer prometheus: installed in $((SECONDS - t0))s"
+    echo "peer prometheus: ok (/usr/bin/prometheus, $PROMETHEUS_VERSION = Debian $PROMETHEUS_DEB_VERSION)"
 }
 
 for peer in "${peers[@]}"; do

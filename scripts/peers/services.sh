@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start, stop and check meshgate's server test peers, installed by scripts/peers/install.sh.
 #
-#   scripts/peers/services.sh start|stop|status [jaeger|opensearch|elasticsearch ...]  (default: all)
+#   scripts/peers/services.sh start|stop|status [jaeger|opensearch|elasticsearch|prometheus ...]  (default: all)
 #
 # Everything binds to 127.0.0.1 on free ports picked at start (below the kernel's ephemeral
 # range, so outgoing connections cannot take them first), so several runs can go side by side
@@ -10,6 +10,7 @@
 #     env                   `source` it: exports the URLs of the services that are running
 #     <service>/pid         "<pid> <start time>" of the service's process group leader
 #     <service>/log         its stdout/stderr;  <service>/{data,logs,config,tmp} for OpenSearch/ES
+#     prometheus/prometheus.yml, prometheus/prometheus-data/   Prometheus' config and TSDB
 #
 # Variables in the env file:
 #   MESHGATE_JAEGER_OTLP_GRPC=127.0.0.1:<p>            Jaeger OTLP gRPC receiver
@@ -18,11 +19,12 @@
 #   MESHGATE_JAEGER_QUERY=http://127.0.0.1:<p>         Jaeger query HTTP API (/api/traces, /api/v3/...)
 #   MESHGATE_OPENSEARCH_URL=http://127.0.0.1:<p>       OpenSearch REST (security off)
 #   MESHGATE_ELASTICSEARCH_URL=http://127.0.0.1:<p>    Elasticsearch REST (security off)
+#   MESHGATE_PROMETHEUS_URL=http://127.0.0.1:<p>       Prometheus HTTP API; remote write at /api/v1/write
 #   MESHGATE_SERVICES_DIR                              the state dir
 #
 # start: (re)starts the named services in parallel, each with a fresh data dir, and waits until
 #   each is healthy (Jaeger: the query API answers; OpenSearch/ES: cluster health is yellow or
-#   green), at most MESHGATE_SERVICES_TIMEOUT seconds (default 180) each. A service already
+#   green; Prometheus: /-/ready), at most MESHGATE_SERVICES_TIMEOUT seconds (default 180) each. A service already
 #   running and healthy is left alone. On any failure it prints the tail of the log, stops what
 #   it started and exits 1.
 # stop: stops the named services (SIGTERM to the process group, SIGKILL after 30 s); safe to repeat.
@@ -33,10 +35,12 @@
 # among $JAVA_HOME, `java` on PATH and /usr/lib/jvm/*). Heap: MESHGATE_SERVICES_HEAP (512m).
 # OpenSearch and Elasticsearch refuse to run as root: as root they run in a user namespace
 # (`unshare --user`) as an unprivileged uid that maps back to root, so file ownership is unchanged.
+# Prometheus ($MESHGATE_PROMETHEUS, the Debian package's /usr/bin/prometheus) runs with a config
+# without scrape jobs, the remote-write receiver on, and a fresh TSDB kept 1 day.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ALL_SERVICES=(jaeger opensearch elasticsearch)
+ALL_SERVICES=(jaeger opensearch elasticsearch prometheus)
 # shellcheck source=scripts/peers/env.sh
 . "$SCRIPT_DIR/env.sh"
 STATE_DIR="${MESHGATE_SERVICES_DIR:-/tmp/meshgate-services-$UID}"
@@ -52,7 +56,7 @@ die() {
 note() { echo "services.sh: $*" >&2; }
 
 usage() {
-    sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,40p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 # ---- arguments ------------------------------------------------------------------------
@@ -67,7 +71,7 @@ esac
 services=()
 for arg in "$@"; do
     case "$arg" in
-        jaeger | opensearch | elasticsearch) services+=("$arg") ;;
+        jaeger | opensearch | elasticsearch | prometheus) services+=("$arg") ;;
         *) echo "services.sh: ERROR: unknown service '$arg' (known: ${ALL_SERVICES[*]})" >&2; exit 2 ;;
     esac
 done
@@ -279,6 +283,39 @@ EOF
     note "jaeger: starting $("$bin" version 2>/dev/null | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p' | head -1) (query http://127.0.0.1:$query_http, OTLP gRPC 127.0.0.1:$otlp_grpc, HTTP $otlp_http, collector gRPC $coll_grpc, query gRPC $query_grpc)"
 }
 
+# Prometheus: no scrape jobs (not even itself), only what is remote-written to it.
+launch_prometheus() {
+    local dir="$STATE_DIR/prometheus" bin="$MESHGATE_PROMETHEUS" version
+    [[ -x "$bin" ]] || die "prometheus: $bin is missing: run scripts/peers/install.sh prometheus"
+    version="$("$bin" --version 2>&1 | sed -n 's/^prometheus, version \([^ ]*\).*/\1/p' | head -1)"
+    local port
+    port="$(pick_ports 1)" || die "prometheus: could not pick a free port"
+    rm -rf "$dir"
+    mkdir -p "$dir/prometheus-data"
+    cat >"$dir/prometheus.yml" <<'EOF'
+# Written by meshgate's scripts/peers/services.sh: no scrape jobs; series arrive by remote write.
+global:
+  scrape_interval: 15s
+  evaluation_interval: 15s
+  external_labels: {}
+EOF
+    (
+        exec 9>&- # do not hold services.sh's lock
+        cd "$dir"
+        exec setsid "$bin" \
+            --config.file="$dir/prometheus.yml" \
+            --storage.tsdb.path="$dir/prometheus-data" \
+            --storage.tsdb.retention.time=1d \
+            --web.listen-address="127.0.0.1:$port" \
+            --web.enable-remote-write-receiver
+    ) >"$dir/log" 2>&1 </dev/null &
+    write_pidfile prometheus "$!"
+    echo "export MESHGATE_PROMETHEUS_URL=http://127.0.0.1:$port" >"$dir/env.pending"
+    HEALTH_URL="http://127.0.0.1:$port/-/ready"
+    HEALTH_GREP='Ready'
+    note "prometheus: starting ${version:-?} ($bin) on http://127.0.0.1:$port (remote write: /api/v1/write)"
+}
+
 launch_opensearch() { launch_search opensearch; }
 launch_elasticsearch() { launch_search elasticsearch; }
 
@@ -362,6 +399,10 @@ health_url_of() {
         jaeger)
             url="$(sed -n 's/^export MESHGATE_JAEGER_QUERY=//p' "$f")"
             [[ -n "$url" ]] && echo "$url/api/services"$'\t''"data"'
+            ;;
+        prometheus)
+            url="$(sed -n 's/^export MESHGATE_PROMETHEUS_URL=//p' "$f")"
+            [[ -n "$url" ]] && echo "$url/-/ready"$'\t''Ready'
             ;;
         *)
             url="$(sed -n 's/^export MESHGATE_[A-Z]*_URL=//p' "$f")"

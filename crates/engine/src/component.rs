@@ -243,4 +243,12 @@ pub trait ExporterFactory: Factory {
     fn uses_queue_and_retry(&self) -> bool {
         true
     }
+    /// Whether batches must reach the backend in the order they were queued (Prometheus
+    /// refuses samples older than a series' newest). The engine then keeps the configured
+    /// `sending_queue` but runs one sender and does no retries of its own: the exporter
+    /// retries inside `export`, and a retryable error it still returns drops the batch
+    /// (`retries_exhausted`), so no later batch ever overtakes an earlier one.
+    fn ordered(&self) -> bool {
+        false
+    }
 }

@@ -217,7 +217,16 @@ impl Service {
                 let exporter = factory
                     .build(ctx)
                     .map_err(|e| format!("exporter `{id}`: {e}"))?;
-                let (queue, retry) = if factory.uses_queue_and_retry() {
+                let (queue, retry) = if factory.uses_queue_and_retry() && factory.ordered() {
+                    (
+                        QueueConfig {
+                            num_consumers: 1,
+                            ..parse_field::<QueueConfig>(body, "sending_queue")
+                                .map_err(|e| format!("exporter `{id}`: {e}"))?
+                        },
+                        RetryConfig::disabled(),
+                    )
+                } else if factory.uses_queue_and_retry() {
                     (
                         parse_field::<QueueConfig>(body, "sending_queue")
                             .map_err(|e| format!("exporter `{id}`: {e}"))?,

@@ -8,6 +8,9 @@
 //! | `file`     | all     | a local file, one OTLP/JSON export request per line |
 //! | `jaeger`   | traces  | Jaeger: OTLP to a v2 collector, or the native `api_v2` gRPC collector |
 //! | `elasticsearch` | traces, logs | Elasticsearch / OpenSearch `_bulk` (otel, ecs, dataprepper mappings) |
+//! | `prometheusremotewrite` | metrics | Prometheus Remote Write 1.0 |
+//! | `prometheus` | metrics | a scrape endpoint with the current value of every series |
+//! | `parquet` | all | a Hive-partitioned Parquet lake queried by `meshgate query` |
 //!
 //! An exporter implements one send attempt ([`meshgate_engine::Exporter::export`]) and maps
 //! the backend's answer to the OTLP rules: partial success becomes
@@ -25,6 +28,8 @@ pub mod file;
 pub mod jaeger;
 pub mod otlp;
 pub mod otlphttp;
+pub mod parquet;
+pub mod prometheus;
 
 pub use common::Compression;
 pub use debug::DebugExporterFactory;
@@ -40,6 +45,9 @@ pub fn register(c: meshgate_engine::Components) -> meshgate_engine::Components {
         .exporter(FileExporterFactory)
         .exporter(elasticsearch::ElasticsearchExporterFactory)
         .exporter(jaeger::JaegerExporterFactory)
+        .exporter(parquet::ParquetExporterFactory)
+        .exporter(prometheus::PrometheusRemoteWriteExporterFactory)
+        .exporter(prometheus::PrometheusExporterFactory)
 }
 
 #[cfg(test)]
@@ -57,7 +65,10 @@ mod tests {
                 "file",
                 "jaeger",
                 "otlp",
-                "otlphttp"
+                "otlphttp",
+                "parquet",
+                "prometheus",
+                "prometheusremotewrite"
             ]
         );
     }
@@ -66,8 +77,11 @@ mod tests {
     #[test]
     fn schemas_describe_every_field_and_its_default() {
         use meshgate_engine::Factory;
-        let factories: [&dyn Factory; 6] = [
+        let factories: [&dyn Factory; 9] = [
             &super::elasticsearch::ElasticsearchExporterFactory,
+            &super::parquet::ParquetExporterFactory,
+            &super::prometheus::PrometheusExporterFactory,
+            &super::prometheus::PrometheusRemoteWriteExporterFactory,
             &super::jaeger::JaegerExporterFactory,
             &super::OtlpExporterFactory,
             &super::OtlpHttpExporterFactory,
