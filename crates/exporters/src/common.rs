@@ -94,6 +94,28 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// A plain `http://` URL with a host, for the HTTP exporters' endpoints; `what` names the
+/// option in the message.
+pub(crate) fn check_http_url(what: &str, url: &str) -> Result<http::Uri, String> {
+    if url.starts_with("https://") {
+        return Err(format!(
+            "{what} `{url}`: TLS is not supported yet; use a plain `http://` URL (e.g. behind a mesh sidecar that adds mTLS)"
+        ));
+    }
+    if !url.starts_with("http://") {
+        return Err(format!(
+            "{what} `{url}` must be an `http://` URL, e.g. `http://backend:4318`"
+        ));
+    }
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{what} `{url}` is not a valid URL: {e}"))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{what} `{url}` has no host"));
+    }
+    Ok(uri)
+}
+
 /// An HTTP `Retry-After` in seconds (HTTP dates are ignored).
 pub(crate) fn retry_after_header(headers: &http::HeaderMap) -> Option<std::time::Duration> {
     headers

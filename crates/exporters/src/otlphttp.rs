@@ -125,26 +125,6 @@ pub struct OtlpHttpExporter {
     timeout: Duration,
 }
 
-fn check_url(what: &str, url: &str) -> Result<Uri, String> {
-    if url.starts_with("https://") {
-        return Err(format!(
-            "{what} `{url}`: TLS is not supported yet; use a plain `http://` URL (e.g. behind a mesh sidecar that adds mTLS)"
-        ));
-    }
-    if !url.starts_with("http://") {
-        return Err(format!(
-            "{what} `{url}` must be an `http://` URL, e.g. `http://collector:4318`"
-        ));
-    }
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| format!("{what} `{url}` is not a valid URL: {e}"))?;
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("{what} `{url}` has no host"));
-    }
-    Ok(uri)
-}
-
 impl OtlpHttpExporter {
     /// Builds the exporter. No connection is made until the first export.
     pub fn new(cfg: &OtlpHttpConfig) -> Result<Self, String> {
@@ -159,10 +139,10 @@ impl OtlpHttpExporter {
             .filter(|s| !s.is_empty());
         let url = |name: &str, explicit: &Option<String>, path: &str| -> Result<Uri, String> {
             match (explicit.as_deref().map(str::trim), base) {
-                (Some(full), _) if !full.is_empty() => check_url(name, full),
+                (Some(full), _) if !full.is_empty() => common::check_http_url(name, full),
                 (_, Some(base)) => {
-                    check_url("endpoint", base)?;
-                    check_url("endpoint", &format!("{}{path}", base.trim_end_matches('/')))
+                    common::check_http_url("endpoint", base)?;
+                    common::check_http_url("endpoint", &format!("{}{path}", base.trim_end_matches('/')))
                 }
                 _ => Err(format!(
                     "`endpoint` is required (or set `{name}`), e.g. `endpoint: http://collector:4318`"

@@ -8,7 +8,6 @@ pub mod translate;
 pub use remote_write::PrometheusRemoteWriteExporterFactory;
 pub use scrape::PrometheusExporterFactory;
 
-use http::Uri;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -18,27 +17,6 @@ use serde::Deserialize;
 pub struct ResourceToTelemetry {
     /// Every resource attribute becomes a label of every series. Default: `false`.
     pub enabled: bool,
-}
-
-/// A plain `http://` URL with a host.
-pub(crate) fn check_http_url(what: &str, url: &str) -> Result<Uri, String> {
-    if url.starts_with("https://") {
-        return Err(format!(
-            "{what} `{url}`: TLS is not supported yet; use a plain `http://` URL"
-        ));
-    }
-    if !url.starts_with("http://") {
-        return Err(format!(
-            "{what} `{url}` must be an `http://` URL, e.g. `http://prometheus:9090/api/v1/write`"
-        ));
-    }
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| format!("{what} `{url}` is not a valid URL: {e}"))?;
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("{what} `{url}` has no host"));
-    }
-    Ok(uri)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //! sent twice.
 
 use super::translate::{Converted, Options, Translator};
-use super::{ResourceToTelemetry, check_http_url};
+use super::ResourceToTelemetry;
 use crate::common;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -215,7 +215,7 @@ impl Settings {
             .ok_or(
                 "`endpoint` is required, e.g. `endpoint: http://prometheus:9090/api/v1/write`",
             )?;
-        let url = check_http_url("endpoint", endpoint)?;
+        let url = common::check_http_url("endpoint", endpoint)?;
         if cfg.timeout.0.is_zero() {
             return Err("`timeout` must be greater than 0s".into());
         }
