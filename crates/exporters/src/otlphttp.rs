@@ -142,7 +142,10 @@ impl OtlpHttpExporter {
                 (Some(full), _) if !full.is_empty() => common::check_http_url(name, full),
                 (_, Some(base)) => {
                     common::check_http_url("endpoint", base)?;
-                    common::check_http_url("endpoint", &format!("{}{path}", base.trim_end_matches('/')))
+                    common::check_http_url(
+                        "endpoint",
+                        &format!("{}{path}", base.trim_end_matches('/')),
+                    )
                 }
                 _ => Err(format!(
                     "`endpoint` is required (or set `{name}`), e.g. `endpoint: http://collector:4318`"

@@ -13,8 +13,8 @@
 //! request, so a batch never overtakes an earlier one and a request that succeeded is never
 //! sent twice.
 
-use super::translate::{Converted, Options, Translator};
 use super::ResourceToTelemetry;
+use super::translate::{Converted, Options, Translator};
 use crate::common;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
