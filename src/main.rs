@@ -95,6 +95,7 @@ fn components() -> Components {
     let c = Components::default();
     let c = meshgate_receivers::register(c);
     let c = meshgate_processors::register(c);
+    let c = meshgate_connectors::register(c);
     meshgate_exporters::register(c)
 }
 
@@ -233,13 +234,14 @@ fn print_components() {
             println!("{}:", c.kind.section());
             last_kind = Some(c.kind);
         }
-        let signals: Vec<&str> = c.signals.iter().map(|s| s.as_str()).collect();
-        println!(
-            "  {:<16} {:<22} {}",
-            c.type_name,
-            signals.join(","),
-            c.description
-        );
+        let list = |s: &[meshgate_pdata::Signal]| {
+            s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+        };
+        let signals = match c.produces {
+            [] => list(c.signals),
+            produces => format!("{} -> {}", list(c.signals), list(produces)),
+        };
+        println!("  {:<22} {:<22} {}", c.type_name, signals, c.description);
     }
 }
 
@@ -267,18 +269,20 @@ async fn run(
 ) -> Result<(), String> {
     let telemetry = Registry::new();
     let health = Arc::new(Health::default());
+    let api = meshgate_engine::ApiRoutes::default();
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (admin_addr, admin_task) = meshgate_engine::admin::serve(
         &cfg.service.telemetry.admin.endpoint,
         telemetry.clone(),
         health.clone(),
+        api.clone(),
         async move {
             let _ = admin_stop_rx.await;
         },
     )
     .await?;
     tracing::info!("admin endpoint on http://{admin_addr} (/metrics, /healthz, /readyz)");
-    let service = Service::start(&cfg, &comps, &telemetry, health).await?;
+    let service = Service::start(&cfg, &comps, &telemetry, &api, health).await?;
     wait_for_signal().await;
     tracing::info!("shutting down: draining for up to {drain_timeout:?}");
     let report = service.shutdown(drain_timeout).await;

@@ -104,7 +104,7 @@ fi
 # ---- python: OpenTelemetry Python SDK venv ------------------------------------------------
 python_verify() {
     # Every pinned distribution is installed at exactly its pinned version, and the
-    # SDK, both OTLP exporters, pyarrow (with its parquet module) and duckdb import.
+    # SDK, both OTLP exporters, both Zipkin clients, pyarrow (with its parquet module) and duckdb import.
     "$1" - "$2" <<'PY'
 import sys, re
 from importlib import metadata
@@ -128,6 +128,8 @@ for line in open(sys.argv[1], encoding="utf-8"):
 import opentelemetry.sdk.trace, opentelemetry.sdk.metrics, opentelemetry.sdk._logs  # noqa: E401
 import opentelemetry.exporter.otlp.proto.grpc.trace_exporter  # noqa: F401
 import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
+import py_zipkin.zipkin, py_zipkin.encoding.protobuf  # noqa: E401,F401
+import opentelemetry.exporter.zipkin.json  # noqa: F401
 import pyarrow, pyarrow.parquet, duckdb  # noqa: E401,F401  (the Parquet readers)
 if bad:
     print("\n".join(bad), file=sys.stderr)

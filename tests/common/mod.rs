@@ -433,3 +433,43 @@ pub fn http_get_url(url: &str) -> std::io::Result<(u16, String)> {
         .ok_or_else(|| std::io::Error::other(format!("no port in {url}")))?;
     http_get(port, path)
 }
+
+/// Runs tests/peers/zipkin_send.py (real Zipkin clients: py_zipkin, the OpenTelemetry Zipkin
+/// exporter) and returns its JSON summary, or `None` (skipped with a message) when the venv
+/// lacks the Zipkin client libraries (exit code 4: installed before they were pinned) and
+/// `MESHGATE_REQUIRE_PEERS` is not `1`; with it, that fails the test.
+pub fn zipkin_send(python: &Path, args: &[&str]) -> Option<serde_json::Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/zipkin_send.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run zipkin_send.py");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(4) {
+        if std::env::var("MESHGATE_REQUIRE_PEERS").as_deref() == Ok("1") {
+            panic!(
+                "zipkin_send.py {args:?}: Zipkin client missing (MESHGATE_REQUIRE_PEERS=1):\n{stderr}"
+            );
+        }
+        eprintln!("SKIPPED: {}", stderr.trim());
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "zipkin_send.py {args:?} failed ({}):\n{stderr}",
+        out.status
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("zipkin_send.py summary JSON"))
+}
+
+impl Metrics {
+    /// Every series of `name`: its labels and value, in scrape order.
+    pub fn series(&self, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        self.series
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, l, v)| (l.clone(), *v))
+            .collect()
+    }
+}

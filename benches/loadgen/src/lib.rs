@@ -7,6 +7,11 @@
 //! attributes (`node_id`, `upstream_cluster`, `response_flags`, `guid:x-request-id`, ...) and
 //! the literal `istio.*` tags Istio adds to every span. Ids come from a counter-based mixer
 //! (splitmix64), not a crypto RNG, so building requests stays cheap.
+//!
+//! Whole simulated meshes (traces, retries, databases, Linkerd and Zipkin shapes) come from
+//! `meshgate-meshsim`; [`mesh`] holds what the `mesh` subcommand needs on top of it.
+
+pub mod mesh;
 
 use meshgate_pdata::attributes::kv_str;
 use meshgate_pdata::otlp::{

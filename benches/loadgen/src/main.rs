@@ -1,11 +1,16 @@
 //! `meshgate-loadgen`: sends Istio/Envoy-shaped OTLP trace requests to an OTLP endpoint over
 //! gRPC or HTTP (protobuf) at a fixed rate or flat out, and reports what the endpoint accepted.
+//! `meshgate-loadgen mesh TOPOLOGY` instead sends simulated mesh traffic (Envoy OTLP, Envoy
+//! Zipkin or Linkerd shaped, from `meshgate-meshsim`) at the topology's rate, and prints the
+//! service graph it must produce.
 //!
 //! Progress (one line per second) and the human summary go to stderr; the final JSON summary
 //! is the only line on stdout, for scripts.
 
+mod mesh_cmd;
+
 use bytes::Bytes;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -25,7 +30,7 @@ use tonic::transport::Channel;
 
 /// Transport used to send the requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Protocol {
+pub(crate) enum Protocol {
     /// OTLP/gRPC (`TraceService/Export`).
     Grpc,
     /// OTLP/HTTP with a protobuf body, `POST /v1/traces`.
@@ -34,7 +39,7 @@ enum Protocol {
 
 /// Request body compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Compress {
+pub(crate) enum Compress {
     /// Uncompressed.
     None,
     /// gzip (gRPC message compression, or `Content-Encoding: gzip` over HTTP).
@@ -42,8 +47,45 @@ enum Compress {
 }
 
 /// Load generator for meshgate: Istio sidecar spans over OTLP gRPC or HTTP.
+///
+/// Without a subcommand it sends fixed-size requests of Istio sidecar spans, as fast as asked
+/// (`--rate` spans/s, 0 = flat out), to measure throughput. `mesh TOPOLOGY` sends simulated
+/// mesh traffic (whole traces, split the way proxies flush them) at the topology's rate, for
+/// demos and for checking the service graph and RED metrics end to end.
 #[derive(Debug, Parser)]
-#[command(name = "meshgate-loadgen", version, about)]
+#[command(
+    name = "meshgate-loadgen",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  meshgate-loadgen --protocol http --rate 100000 --duration 30s\n  \
+                  meshgate-loadgen mesh crates/meshsim/topologies/bookinfo.yaml --flavor envoy-otlp\n  \
+                  meshgate-loadgen mesh crates/meshsim/topologies/shop.yaml --flavor envoy-zipkin --rate 10\n  \
+                  meshgate-loadgen mesh crates/meshsim/topologies/linkerd-emojivoto.yaml --flavor linkerd --dry-run"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    args: Args,
+}
+
+/// Modes other than the default throughput mode.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send simulated service mesh traffic from a topology file.
+    ///
+    /// Whole traces shaped like Envoy/Istio sidecars over OTLP, Envoy's Zipkin tracer or
+    /// Linkerd proxies (topologies to start from: crates/meshsim/topologies/), at the
+    /// topology's request rate times --rate, each simulated proxy flushing its own requests
+    /// (5 spans or 5 s). Prints the service graph the traffic must produce: a table on stderr,
+    /// JSON (`expected_edges`) on stdout.
+    Mesh(mesh_cmd::MeshArgs),
+}
+
+/// Options of the default (throughput) mode.
+#[derive(Debug, clap::Args)]
 struct Args {
     /// Target: `host:port` for gRPC (default 127.0.0.1:4317), base URL for HTTP (default
     /// http://127.0.0.1:4318; `/v1/traces` is appended unless present).
@@ -71,7 +113,7 @@ struct Args {
 
 /// Counters shared by the workers and the reporter.
 #[derive(Default)]
-struct Stats {
+pub(crate) struct Stats {
     requests_ok: AtomicU64,
     spans_sent: AtomicU64,
     spans_accepted: AtomicU64,
@@ -115,11 +157,13 @@ enum Sender {
     Http(Box<HttpSender>),
 }
 
-/// OTLP/HTTP target: a pooled client, the full `/v1/traces` URI and whether to gzip bodies.
+/// An HTTP target (OTLP/HTTP `/v1/traces` or Zipkin `/api/v2/spans`): a pooled client, the
+/// full URI, the body's content type and whether to gzip bodies.
 #[derive(Clone)]
 struct HttpSender {
     client: Client<HttpConnector, Full<Bytes>>,
     uri: hyper::Uri,
+    content_type: &'static str,
     gzip: bool,
 }
 
@@ -136,54 +180,64 @@ impl Sender {
                 }
                 Err(st) => stats.error(format!("gRPC {:?}: {}", st.code(), st.message())),
             },
-            Sender::Http(h) => {
-                let HttpSender { client, uri, gzip } = &**h;
-                let mut body = req.encode_to_vec();
-                let mut builder = hyper::Request::post(uri.clone())
-                    .header(hyper::header::CONTENT_TYPE, "application/x-protobuf");
-                if *gzip {
-                    let mut enc = flate2::write::GzEncoder::new(
-                        Vec::with_capacity(body.len() / 4),
-                        flate2::Compression::default(),
-                    );
-                    if let Err(e) = enc.write_all(&body) {
-                        return stats.error(format!("gzip: {e}"));
-                    }
-                    body = match enc.finish() {
-                        Ok(b) => b,
-                        Err(e) => return stats.error(format!("gzip: {e}")),
-                    };
-                    builder = builder.header(hyper::header::CONTENT_ENCODING, "gzip");
-                }
-                let request = match builder.body(Full::new(Bytes::from(body))) {
-                    Ok(r) => r,
-                    Err(e) => return stats.error(format!("building request: {e}")),
-                };
-                let resp = match client.request(request).await {
-                    Ok(r) => r,
-                    Err(e) => return stats.error(format!("HTTP: {}", chain(&e))),
-                };
-                let status = resp.status();
-                let bytes = match resp.into_body().collect().await {
-                    Ok(b) => b.to_bytes(),
-                    Err(e) => return stats.error(format!("HTTP body: {e}")),
-                };
-                if status.is_success() {
-                    let rejected = ExportTraceServiceResponse::decode(bytes)
-                        .map(|r| rejected_spans(&r))
-                        .unwrap_or(0);
-                    stats.ok(spans, rejected);
-                } else if status.as_u16() == 429 || status.as_u16() == 503 {
-                    stats.refusal(spans, format!("HTTP {status}"));
-                } else {
-                    let text = String::from_utf8_lossy(&bytes);
-                    let text: String = text.chars().take(300).collect();
-                    stats.error(format!("HTTP {status}: {text}"));
-                }
-            }
+            Sender::Http(h) => h.post(req.encode_to_vec(), spans, stats).await,
         }
     }
 }
+
+impl HttpSender {
+    /// Posts `body`; an OTLP response's partial success counts rejected spans.
+    async fn post(&self, mut body: Vec<u8>, spans: u64, stats: &Stats) {
+        let mut builder = hyper::Request::post(self.uri.clone())
+            .header(hyper::header::CONTENT_TYPE, self.content_type);
+        if self.gzip {
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(body.len() / 4),
+                flate2::Compression::default(),
+            );
+            if let Err(e) = enc.write_all(&body) {
+                return stats.error(format!("gzip: {e}"));
+            }
+            body = match enc.finish() {
+                Ok(b) => b,
+                Err(e) => return stats.error(format!("gzip: {e}")),
+            };
+            builder = builder.header(hyper::header::CONTENT_ENCODING, "gzip");
+        }
+        let request = match builder.body(Full::new(Bytes::from(body))) {
+            Ok(r) => r,
+            Err(e) => return stats.error(format!("building request: {e}")),
+        };
+        let resp = match self.client.request(request).await {
+            Ok(r) => r,
+            Err(e) => return stats.error(format!("HTTP: {}", chain(&e))),
+        };
+        let status = resp.status();
+        let bytes = match resp.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return stats.error(format!("HTTP body: {e}")),
+        };
+        if status.is_success() {
+            let rejected = if self.content_type == PROTOBUF {
+                ExportTraceServiceResponse::decode(bytes)
+                    .map(|r| rejected_spans(&r))
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            stats.ok(spans, rejected);
+        } else if status.as_u16() == 429 || status.as_u16() == 503 {
+            stats.refusal(spans, format!("HTTP {status}"));
+        } else {
+            let text = String::from_utf8_lossy(&bytes);
+            let text: String = text.chars().take(300).collect();
+            stats.error(format!("HTTP {status}: {text}"));
+        }
+    }
+}
+
+/// Content type of OTLP/HTTP protobuf bodies.
+const PROTOBUF: &str = "application/x-protobuf";
 
 /// `e` and its sources, joined with ": " (tonic and hyper put the useful part in the source).
 fn chain(e: &dyn std::error::Error) -> String {
@@ -204,54 +258,78 @@ fn rejected_spans(resp: &ExportTraceServiceResponse) -> u64 {
         .unwrap_or(0)
 }
 
+/// A gRPC OTLP sender for `endpoint` (`host:port` or a URL).
+async fn grpc_sender(endpoint: Option<&str>, gzip: bool) -> Result<Sender, String> {
+    let ep = endpoint.unwrap_or("127.0.0.1:4317");
+    let uri = if ep.contains("://") {
+        ep.to_string()
+    } else {
+        format!("http://{ep}")
+    };
+    let channel = tonic::transport::Endpoint::from_shared(uri.clone())
+        .map_err(|e| format!("bad endpoint {uri}: {e}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("connecting to {uri}: {}", chain(&e)))?;
+    let mut client = TraceServiceClient::new(channel)
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    if gzip {
+        client = client.send_compressed(CompressionEncoding::Gzip);
+    }
+    Ok(Sender::Grpc(Box::new(client)))
+}
+
+/// An HTTP sender posting to `endpoint` (default `default_base`), with `path` appended unless
+/// the endpoint already ends with it.
+fn http_sender(
+    endpoint: Option<&str>,
+    default_base: &str,
+    path: &str,
+    content_type: &'static str,
+    pool: usize,
+    gzip: bool,
+) -> Result<HttpSender, String> {
+    let ep = endpoint.unwrap_or(default_base).trim_end_matches('/');
+    let url = if ep.ends_with(path) {
+        ep.to_string()
+    } else {
+        format!("{ep}{path}")
+    };
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("bad endpoint {url}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "bad endpoint {url}: expected an http:// URL (TLS is not supported by the load generator)"
+        ));
+    }
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(pool.max(1))
+        .build(conn);
+    Ok(HttpSender {
+        client,
+        uri,
+        content_type,
+        gzip,
+    })
+}
+
 async fn make_sender(args: &Args) -> Result<Sender, String> {
+    let gzip = args.compression == Compress::Gzip;
     match args.protocol {
-        Protocol::Grpc => {
-            let ep = args.endpoint.as_deref().unwrap_or("127.0.0.1:4317");
-            let uri = if ep.contains("://") {
-                ep.to_string()
-            } else {
-                format!("http://{ep}")
-            };
-            let channel = tonic::transport::Endpoint::from_shared(uri.clone())
-                .map_err(|e| format!("bad endpoint {uri}: {e}"))?
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .map_err(|e| format!("connecting to {uri}: {}", chain(&e)))?;
-            let mut client = TraceServiceClient::new(channel)
-                .max_decoding_message_size(64 * 1024 * 1024)
-                .max_encoding_message_size(64 * 1024 * 1024);
-            if args.compression == Compress::Gzip {
-                client = client.send_compressed(CompressionEncoding::Gzip);
-            }
-            Ok(Sender::Grpc(Box::new(client)))
-        }
-        Protocol::Http => {
-            let ep = args
-                .endpoint
-                .as_deref()
-                .unwrap_or("http://127.0.0.1:4318")
-                .trim_end_matches('/');
-            let url = if ep.ends_with("/v1/traces") {
-                ep.to_string()
-            } else {
-                format!("{ep}/v1/traces")
-            };
-            let uri: hyper::Uri = url
-                .parse()
-                .map_err(|e| format!("bad endpoint {url}: {e}"))?;
-            let mut conn = HttpConnector::new();
-            conn.set_nodelay(true);
-            let client = Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(args.concurrency.max(1))
-                .build(conn);
-            Ok(Sender::Http(Box::new(HttpSender {
-                client,
-                uri,
-                gzip: args.compression == Compress::Gzip,
-            })))
-        }
+        Protocol::Grpc => grpc_sender(args.endpoint.as_deref(), gzip).await,
+        Protocol::Http => Ok(Sender::Http(Box::new(http_sender(
+            args.endpoint.as_deref(),
+            "http://127.0.0.1:4318",
+            "/v1/traces",
+            PROTOBUF,
+            args.concurrency,
+            gzip,
+        )?))),
     }
 }
 
@@ -288,7 +366,7 @@ async fn worker(
 }
 
 fn main() {
-    let args = Args::parse();
+    let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -299,7 +377,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    std::process::exit(rt.block_on(run(args)));
+    let code = match cli.command {
+        Some(Command::Mesh(m)) => rt.block_on(mesh_cmd::run(m)),
+        None => rt.block_on(run(cli.args)),
+    };
+    std::process::exit(code);
 }
 
 async fn run(args: Args) -> i32 {

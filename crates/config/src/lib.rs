@@ -24,6 +24,7 @@
 //!         matches!((kind, type_name), (Kind::Receiver | Kind::Exporter, "debug")).then(|| {
 //!             ComponentSpec {
 //!                 signals: Signal::ALL.to_vec(),
+//!                 produces: Vec::new(),
 //!                 schema: schemars::schema_for!(DebugExporter),
 //!             }
 //!         })

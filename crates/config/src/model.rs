@@ -136,6 +136,9 @@ impl Config {
 pub struct ComponentSpec {
     /// Signals the component can handle; a pipeline of another signal may not use it.
     pub signals: Vec<Signal>,
+    /// For a connector, the signals it emits: the pipelines that may list it under
+    /// `receivers` (its `signals` are those it consumes, as an exporter). Empty otherwise.
+    pub produces: Vec<Signal>,
     /// JSON Schema of the component's config body, from `schemars::schema_for!(TheConfig)`.
     pub schema: schemars::Schema,
 }

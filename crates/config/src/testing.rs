@@ -106,8 +106,17 @@ pub struct HealthCheck {
     pub endpoint: Option<String>,
 }
 
+/// A fake `count` connector.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CountConnector {
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
 /// Receivers: otlp. Processors: batch. Exporters: otlp, file (traces, logs). Extensions:
-/// health_check. Connectors: none.
+/// health_check. Connectors: count (traces and logs in, metrics out), forward (any signal
+/// in, the same out).
 pub struct TestCatalog;
 
 impl Catalog for TestCatalog {
@@ -122,9 +131,27 @@ impl Catalog for TestCatalog {
                 schemars::schema_for!(FileExporter),
             ),
             (Kind::Extension, "health_check") => (vec![], schemars::schema_for!(HealthCheck)),
+            (Kind::Connector, "count") => {
+                return Some(ComponentSpec {
+                    signals: vec![Signal::Traces, Signal::Logs],
+                    produces: vec![Signal::Metrics],
+                    schema: schemars::schema_for!(CountConnector),
+                });
+            }
+            (Kind::Connector, "forward") => {
+                return Some(ComponentSpec {
+                    signals: Signal::ALL.to_vec(),
+                    produces: Signal::ALL.to_vec(),
+                    schema: schemars::schema_for!(CountConnector),
+                });
+            }
             _ => return None,
         };
-        Some(ComponentSpec { signals, schema })
+        Some(ComponentSpec {
+            signals,
+            produces: Vec::new(),
+            schema,
+        })
     }
 
     fn type_names(&self, kind: Kind) -> Vec<String> {
@@ -132,7 +159,7 @@ impl Catalog for TestCatalog {
             Kind::Receiver => &["otlp"],
             Kind::Processor => &["batch"],
             Kind::Exporter => &["otlp", "file"],
-            Kind::Connector => &[],
+            Kind::Connector => &["count", "forward"],
             Kind::Extension => &["health_check"],
         };
         names.iter().map(|s| s.to_string()).collect()

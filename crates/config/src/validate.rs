@@ -39,6 +39,7 @@ pub fn validate(loaded: &Loaded, catalog: &dyn Catalog) -> (Option<Config>, Vec<
         config: Config::default(),
         defined: BTreeMap::new(),
         used: BTreeSet::new(),
+        connector_uses: BTreeMap::new(),
     };
     v.run();
     let mut diags = v.diags;
@@ -52,8 +53,18 @@ pub fn validate(loaded: &Loaded, catalog: &dyn Catalog) -> (Option<Config>, Vec<
 
 /// What the validator knows about one defined component.
 struct Defined {
-    /// The signals it supports; None when its type is unknown (already reported).
+    /// The signals it supports (a connector: consumes); None when its type is unknown
+    /// (already reported).
     signals: Option<Vec<Signal>>,
+    /// A connector's emitted signals.
+    produces: Option<Vec<Signal>>,
+}
+
+/// Where one connector is used: `(pipeline, key path of the list item)` per side.
+#[derive(Default)]
+struct ConnectorUse {
+    as_exporter: Vec<(PipelineId, String)>,
+    as_receiver: Vec<(PipelineId, String)>,
 }
 
 struct Validator<'a> {
@@ -63,6 +74,7 @@ struct Validator<'a> {
     config: Config,
     defined: BTreeMap<(KindKey, ComponentId), Defined>,
     used: BTreeSet<(KindKey, ComponentId)>,
+    connector_uses: BTreeMap<ComponentId, ConnectorUse>,
 }
 
 /// `Kind` as an orderable key.
@@ -137,6 +149,7 @@ impl Validator<'_> {
             ),
             Some(service) => self.service(service),
         }
+        self.connectors_wired();
         self.unused();
     }
 
@@ -197,7 +210,8 @@ impl Validator<'_> {
             self.defined.insert(
                 (kind_key(kind), id.clone()),
                 Defined {
-                    signals: spec.map(|s| s.signals),
+                    signals: spec.as_ref().map(|s| s.signals.clone()),
+                    produces: spec.map(|s| s.produces),
                 },
             );
             self.config.section_mut(kind).insert(id, body);
@@ -429,23 +443,60 @@ impl Validator<'_> {
                     continue;
                 };
                 let key = (kind_key(kind), cid.clone());
-                if kind != Kind::Connector
-                    && let Some(Defined {
-                        signals: Some(signals),
-                    }) = self.defined.get(&key)
+                let as_receiver = role_kind == Kind::Receiver;
+                let signals = self.defined.get(&key).and_then(|d| {
+                    if kind == Kind::Connector && as_receiver {
+                        d.produces.clone()
+                    } else {
+                        d.signals.clone()
+                    }
+                });
+                if let Some(signals) = signals
                     && !signals.contains(&id.signal)
                 {
                     let supported: Vec<&str> = signals.iter().map(|s| s.as_str()).collect();
-                    let help = if supported.is_empty() {
-                        format!("`{cid}` supports no signals")
+                    let (message, help) = if kind != Kind::Connector {
+                        (
+                            format!("{kind} `{cid}` does not support signal `{}`", id.signal),
+                            if supported.is_empty() {
+                                format!("`{cid}` supports no signals")
+                            } else {
+                                format!("`{cid}` supports {}", quoted_list(&supported))
+                            },
+                        )
+                    } else if as_receiver {
+                        (
+                            format!(
+                                "connector `{cid}` does not emit signal `{}`, so it cannot be a receiver of pipeline `{id}`",
+                                id.signal
+                            ),
+                            format!(
+                                "`{cid}` emits {}; list it under `receivers` of such a pipeline",
+                                quoted_list(&supported)
+                            ),
+                        )
                     } else {
-                        format!("`{cid}` supports {}", quoted_list(&supported))
+                        (
+                            format!(
+                                "connector `{cid}` does not consume signal `{}`, so it cannot be an exporter of pipeline `{id}`",
+                                id.signal
+                            ),
+                            format!(
+                                "`{cid}` consumes {}; list it under `exporters` of such a pipeline",
+                                quoted_list(&supported)
+                            ),
+                        )
                     };
-                    self.error(
-                        &item_path,
-                        format!("{kind} `{cid}` does not support signal `{}`", id.signal),
-                        Some(help),
-                    );
+                    self.error(&item_path, message, Some(help));
+                }
+                if kind == Kind::Connector {
+                    let uses = self.connector_uses.entry(cid.clone()).or_default();
+                    let side = if as_receiver {
+                        &mut uses.as_receiver
+                    } else {
+                        &mut uses.as_exporter
+                    };
+                    side.push((id.clone(), item_path.clone()));
                 }
                 self.used.insert(key);
                 match role_kind {
@@ -456,6 +507,104 @@ impl Validator<'_> {
             }
         }
         self.config.service.pipelines.insert(id, pipeline);
+    }
+
+    /// A connector must be both an exporter of some pipeline and a receiver of another, and
+    /// connectors must not chain pipelines into a loop (data would circle forever).
+    fn connectors_wired(&mut self) {
+        let uses = std::mem::take(&mut self.connector_uses);
+        for (cid, u) in &uses {
+            let known = self
+                .defined
+                .get(&(kind_key(Kind::Connector), cid.clone()))
+                .is_some_and(|d| d.signals.is_some());
+            if !known {
+                continue;
+            }
+            if u.as_receiver.is_empty()
+                && let Some((pid, path)) = u.as_exporter.first()
+            {
+                self.error(
+                    path,
+                    format!(
+                        "connector `{cid}` is an exporter of pipeline `{pid}` but no pipeline receives from it, so what it derives would go nowhere"
+                    ),
+                    Some(format!(
+                        "list `{cid}` under `receivers` of the pipeline that should get its output, e.g. `metrics: {{receivers: [{cid}], exporters: [...]}}`"
+                    )),
+                );
+            }
+            if u.as_exporter.is_empty()
+                && let Some((pid, path)) = u.as_receiver.first()
+            {
+                self.error(
+                    path,
+                    format!(
+                        "connector `{cid}` is a receiver of pipeline `{pid}` but no pipeline exports to it, so it would never get data"
+                    ),
+                    Some(format!(
+                        "list `{cid}` under `exporters` of the pipeline it should read, e.g. `traces: {{receivers: [otlp], exporters: [{cid}]}}`"
+                    )),
+                );
+            }
+        }
+        // Pipeline graph through connectors; report the first loop found.
+        let mut next: BTreeMap<&PipelineId, Vec<(&PipelineId, &ComponentId)>> = BTreeMap::new();
+        for (cid, u) in &uses {
+            for (from, _) in &u.as_exporter {
+                for (to, _) in &u.as_receiver {
+                    next.entry(from).or_default().push((to, cid));
+                }
+            }
+        }
+        fn visit<'a>(
+            p: &'a PipelineId,
+            next: &BTreeMap<&'a PipelineId, Vec<(&'a PipelineId, &'a ComponentId)>>,
+            path: &mut Vec<(&'a PipelineId, Option<&'a ComponentId>)>,
+            done: &mut BTreeSet<&'a PipelineId>,
+        ) -> Option<Vec<(&'a PipelineId, Option<&'a ComponentId>)>> {
+            if let Some(i) = path.iter().position(|(q, _)| *q == p) {
+                let mut cycle = path[i..].to_vec();
+                cycle.push((p, None));
+                return Some(cycle);
+            }
+            if done.contains(p) {
+                return None;
+            }
+            for (to, via) in next.get(p).into_iter().flatten() {
+                path.push((p, Some(via)));
+                let found = visit(to, next, path, done);
+                path.pop();
+                if found.is_some() {
+                    return found;
+                }
+            }
+            done.insert(p);
+            None
+        }
+        let mut done = BTreeSet::new();
+        let starts: Vec<&PipelineId> = next.keys().copied().collect();
+        for p in starts {
+            if let Some(cycle) = visit(p, &next, &mut Vec::new(), &mut done) {
+                let mut text = String::new();
+                for (q, via) in &cycle {
+                    text.push_str(&format!("`{q}`"));
+                    if let Some(c) = via {
+                        text.push_str(&format!(" -> {c} -> "));
+                    }
+                }
+                let first = cycle[0].0.to_string();
+                self.error(
+                    &join_key("service.pipelines", &first),
+                    format!("connectors make the pipelines a loop: {text}"),
+                    Some(
+                        "a connector's output must not flow back into a pipeline that feeds it"
+                            .into(),
+                    ),
+                );
+                break;
+            }
+        }
     }
 
     fn unused(&mut self) {
@@ -796,6 +945,126 @@ service:
         assert_eq!(diags.len(), 2);
     }
 
+    const WITH_CONNECTOR: &str = "\
+receivers:
+  otlp:
+exporters:
+  otlp:
+    endpoint: backend:4317
+connectors:
+  count:
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp, count]
+    metrics:
+      receivers: [otlp, count]
+      exporters: [otlp]
+";
+
+    #[test]
+    fn a_connector_joins_a_pipeline_it_consumes_to_one_it_emits_into() {
+        let (config, diags) = run(WITH_CONNECTOR);
+        assert!(diags.is_empty(), "{:#?}", rendered(&diags));
+        let config = config.unwrap();
+        let count = ComponentId::new("count");
+        assert!(config.connectors.contains_key(&count));
+        let pipelines = &config.service.pipelines;
+        assert!(
+            pipelines[&"traces".parse().unwrap()]
+                .exporters
+                .contains(&count)
+        );
+        assert!(
+            pipelines[&"metrics".parse().unwrap()]
+                .receivers
+                .contains(&count)
+        );
+    }
+
+    #[test]
+    fn a_connector_is_checked_against_the_signals_on_each_side() {
+        let text = "\
+receivers:
+  otlp:
+exporters:
+  otlp:
+    endpoint: backend:4317
+connectors:
+  count:
+service:
+  pipelines:
+    traces:
+      receivers: [count]
+      exporters: [otlp]
+    metrics:
+      receivers: [otlp]
+      exporters: [count]
+";
+        let (config, diags) = run(text);
+        assert!(config.is_none());
+        assert_has(
+            &diags,
+            "error: pipeline.yaml:11: service.pipelines.traces.receivers[0]: connector `count` does not emit signal `traces`, so it cannot be a receiver of pipeline `traces`\n  help: `count` emits `metrics`; list it under `receivers` of such a pipeline",
+        );
+        assert_has(
+            &diags,
+            "error: pipeline.yaml:15: service.pipelines.metrics.exporters[0]: connector `count` does not consume signal `metrics`, so it cannot be an exporter of pipeline `metrics`\n  help: `count` consumes `traces`, `logs`; list it under `exporters` of such a pipeline",
+        );
+    }
+
+    #[test]
+    fn a_connector_needs_both_sides() {
+        let text = WITH_CONNECTOR.replace(
+            "      receivers: [otlp, count]\n",
+            "      receivers: [otlp]\n",
+        );
+        let (config, diags) = run(&text);
+        assert!(config.is_none());
+        assert_has(
+            &diags,
+            "error: pipeline.yaml:12: service.pipelines.traces.exporters[1]: connector `count` is an exporter of pipeline `traces` but no pipeline receives from it, so what it derives would go nowhere\n  help: list `count` under `receivers` of the pipeline that should get its output, e.g. `metrics: {receivers: [count], exporters: [...]}`",
+        );
+        let text = WITH_CONNECTOR.replace(
+            "      exporters: [otlp, count]\n",
+            "      exporters: [otlp]\n",
+        );
+        let (_, diags) = run(&text);
+        assert_has(
+            &diags,
+            "error: pipeline.yaml:14: service.pipelines.metrics.receivers[1]: connector `count` is a receiver of pipeline `metrics` but no pipeline exports to it, so it would never get data\n  help: list `count` under `exporters` of the pipeline it should read, e.g. `traces: {receivers: [otlp], exporters: [count]}`",
+        );
+    }
+
+    #[test]
+    fn connectors_may_not_make_a_loop() {
+        let text = "\
+receivers:
+  otlp:
+exporters:
+  otlp:
+    endpoint: backend:4317
+connectors:
+  forward/a:
+  forward/b:
+service:
+  pipelines:
+    traces/one:
+      receivers: [otlp, forward/b]
+      exporters: [forward/a]
+    traces/two:
+      receivers: [forward/a]
+      exporters: [otlp, forward/b]
+";
+        let (config, diags) = run(text);
+        assert!(config.is_none());
+        assert_has(
+            &diags,
+            "error: pipeline.yaml:11: service.pipelines.traces/one: connectors make the pipelines a loop: `traces/one` -> forward/a -> `traces/two` -> forward/b -> `traces/one`\n  help: a connector's output must not flow back into a pipeline that feeds it",
+        );
+    }
+
     #[test]
     fn connectors_must_be_defined_and_known() {
         let text = GOOD.replace(
@@ -806,7 +1075,7 @@ service:
         assert!(config.is_none());
         assert_has(
             &diags,
-            "error: pipeline.yaml:33: connectors.spanmetrics: unknown connector type `spanmetrics`\n  help: this build has no connector types",
+            "error: pipeline.yaml:33: connectors.spanmetrics: unknown connector type `spanmetrics`\n  help: valid connector types: `count`, `forward`",
         );
         // Being unknown is reported once; the pipeline reference resolves to the definition.
         assert_eq!(

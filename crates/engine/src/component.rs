@@ -1,6 +1,7 @@
 //! The component model: what a receiver, processor and exporter are, how they are built from
 //! config, and the errors they exchange with the engine.
 
+use crate::admin::ApiRoutes;
 use crate::consumer::Consumers;
 use crate::telemetry::Registry;
 use meshgate_pdata::{Payload, Signal};
@@ -176,6 +177,9 @@ pub struct BuildContext<'a> {
     pub config: &'a serde_json::Value,
     /// The self-telemetry registry.
     pub telemetry: &'a Registry,
+    /// Routes under `/api/` on the admin endpoint; a component that serves state over HTTP
+    /// (the service graph's topology) registers its handler here.
+    pub api: ApiRoutes,
 }
 
 impl BuildContext<'_> {
@@ -251,4 +255,34 @@ pub trait ExporterFactory: Factory {
     fn ordered(&self) -> bool {
         false
     }
+}
+
+/// A connector: the exporter of one pipeline and the receiver of another, as in the
+/// OpenTelemetry Collector. `spanmetrics` and `servicegraph` consume the spans of a `traces`
+/// pipeline and emit metrics into a `metrics` pipeline. The engine runs each connector in its
+/// own task behind a bounded queue: upstream pipelines block (never drop) when it is behind,
+/// so what it derives covers every span that was admitted.
+pub trait Connector: Send + 'static {
+    /// Reads one payload of an upstream pipeline and pushes whatever it emits right away
+    /// (usually nothing: derived metrics leave on [`Connector::on_deadline`]).
+    fn consume(&mut self, data: &Payload, out: &mut Vec<Payload>);
+    /// When this connector next wants [`Connector::on_deadline`] called (flush interval,
+    /// expiry of unpaired spans).
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+    /// Called at or after [`Connector::deadline`].
+    fn on_deadline(&mut self, _out: &mut Vec<Payload>) {}
+    /// Emits everything held, at shutdown, after the upstream pipelines drained.
+    fn flush(&mut self, _out: &mut Vec<Payload>) {}
+}
+
+/// Builds connectors of one type. [`Factory::signals`] are the signals it consumes (the
+/// pipelines it may export from); [`ConnectorFactory::produces`] the signals it emits (the
+/// pipelines it may receive into).
+pub trait ConnectorFactory: Factory {
+    /// Signals of the pipelines that may list the connector under `receivers`.
+    fn produces(&self) -> &'static [Signal];
+    /// Builds the one instance shared by every pipeline that names the connector.
+    fn build(&self, ctx: BuildContext<'_>) -> Result<Box<dyn Connector>, String>;
 }

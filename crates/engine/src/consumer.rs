@@ -88,12 +88,18 @@ impl Consumer {
     /// Admits `data` into every pipeline, or refuses all of it. An empty payload is accepted
     /// without touching the pipelines.
     pub async fn consume(&self, data: Payload) -> Result<(), Refusal> {
+        self.consume_waiting(data, ADMISSION_WAIT).await
+    }
+
+    /// [`Consumer::consume`], waiting up to `wait` for room in the pipelines. Connectors wait
+    /// longer than receivers: there is no client to retry what they derived.
+    pub async fn consume_waiting(&self, data: Payload, wait: Duration) -> Result<(), Refusal> {
         let items = data.item_count() as u64;
         self.counters.received.add(items);
         if items == 0 {
             return Ok(());
         }
-        match self.admit(data).await {
+        match self.admit(data, wait).await {
             Ok(()) => {
                 self.counters.accepted.add(items);
                 Ok(())
@@ -109,7 +115,7 @@ impl Consumer {
         }
     }
 
-    async fn admit(&self, data: Payload) -> Result<(), Refusal> {
+    async fn admit(&self, data: Payload, wait: Duration) -> Result<(), Refusal> {
         if self.draining.load(Ordering::Relaxed) {
             return Err(Refusal {
                 reason: RefusalReason::ShuttingDown,
@@ -124,7 +130,7 @@ impl Consumer {
         }
         // Reserve room in every pipeline first, so the request is admitted everywhere or
         // nowhere: a retry after a refusal never duplicates data into some pipelines.
-        let deadline = tokio::time::Instant::now() + ADMISSION_WAIT;
+        let deadline = tokio::time::Instant::now() + wait;
         let mut permits = Vec::with_capacity(self.inputs.len());
         for input in self.inputs.iter() {
             match tokio::time::timeout_at(deadline, input.tx.reserve()).await {

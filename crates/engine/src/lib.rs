@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod component;
+pub mod connector;
 pub mod consumer;
 pub mod exporter_helper;
 pub mod health;
@@ -15,6 +16,7 @@ mod pipeline;
 pub mod service;
 pub mod telemetry;
 
+pub use admin::{ApiHandler, ApiRequest, ApiResponse, ApiRoutes};
 pub use component::*;
 pub use consumer::{Consumer, Consumers};
 pub use health::Health;

@@ -3,6 +3,7 @@
 //! exporter's own queue.
 
 use crate::component::Processor;
+use crate::connector::ConnectorInput;
 use crate::exporter_helper::{ExporterQueue, OnFull};
 use crate::telemetry::Registry;
 use meshgate_pdata::Payload;
@@ -16,8 +17,13 @@ pub async fn run(
     mut rx: mpsc::Receiver<Payload>,
     mut processors: Vec<Box<dyn Processor>>,
     exporters: Vec<Arc<ExporterQueue>>,
+    connectors: Vec<ConnectorInput>,
     telemetry: Registry,
 ) {
+    let outputs = Outputs {
+        exporters,
+        connectors,
+    };
     let items_in = telemetry.counter(
         "meshgate_pipeline_items_in_total",
         "Items entering the pipeline's processor chain.",
@@ -41,7 +47,7 @@ pub async fn run(
             Some(Some(data)) => {
                 items_in.add(data.item_count() as u64);
                 let out = run_chain(&mut processors, 0, vec![data]);
-                fan_out(out, &exporters, &items_out).await;
+                fan_out(out, &outputs, &items_out).await;
             }
             Some(None) => break,
             None => {
@@ -51,7 +57,7 @@ pub async fn run(
                         let mut out = Vec::new();
                         processors[i].on_deadline(&mut out);
                         let out = run_chain(&mut processors, i + 1, out);
-                        fan_out(out, &exporters, &items_out).await;
+                        fan_out(out, &outputs, &items_out).await;
                     }
                 }
             }
@@ -61,7 +67,7 @@ pub async fn run(
         let mut out = Vec::new();
         processors[i].flush(&mut out);
         let out = run_chain(&mut processors, i + 1, out);
-        fan_out(out, &exporters, &items_out).await;
+        fan_out(out, &outputs, &items_out).await;
     }
     tracing::debug!(pipeline = %pipeline, "pipeline drained");
 }
@@ -84,13 +90,19 @@ fn run_chain(
     data
 }
 
-/// Offers each batch to every exporter. Non-blocking queues first; exporters with
+/// Where a pipeline's output goes.
+struct Outputs {
+    exporters: Vec<Arc<ExporterQueue>>,
+    connectors: Vec<ConnectorInput>,
+}
+
+/// Offers each batch to every exporter and connector. Non-blocking queues first; exporters with
 /// `on_full: block` whose queue is full are then waited on, each up to its `block_timeout`.
-async fn fan_out(
-    batches: Vec<Payload>,
-    exporters: &[Arc<ExporterQueue>],
-    items_out: &crate::telemetry::Counter,
-) {
+/// Connectors are waited on without a limit: they are in-process and derive from every span,
+/// so a full connector queue slows this pipeline (and, through it, the receivers) instead of
+/// losing data.
+async fn fan_out(batches: Vec<Payload>, outputs: &Outputs, items_out: &crate::telemetry::Counter) {
+    let exporters = &outputs.exporters;
     for data in batches {
         if data.is_empty() {
             continue;
@@ -121,6 +133,11 @@ async fn fan_out(
                     debug_assert_eq!(e.on_full(), OnFull::Block);
                     waiting.push((e, d));
                 }
+            }
+        }
+        for c in &outputs.connectors {
+            if c.tx.send(data.clone()).await.is_err() {
+                tracing::error!(connector = %c.id, "connector task has stopped; its derivation misses this batch");
             }
         }
         let start = tokio::time::Instant::now();

@@ -3,9 +3,10 @@
 //! wired to every pipeline that names them. Also the ordered drain on shutdown.
 
 use crate::component::{
-    BuildContext, ExporterFactory, Factory, ProcessorContext, ProcessorFactory, ReceiverFactory,
-    ShutdownTrigger, shutdown_channel,
+    BuildContext, ConnectorFactory, ExporterFactory, Factory, ProcessorContext, ProcessorFactory,
+    ReceiverFactory, ShutdownTrigger, shutdown_channel,
 };
+use crate::connector::ConnectorInput;
 use crate::consumer::{Consumer, Consumers, PipelineInput};
 use crate::exporter_helper::{self, ExporterQueue, ExporterStats, QueueConfig, RetryConfig};
 use crate::health::Health;
@@ -32,6 +33,7 @@ pub struct Components {
     receivers: BTreeMap<&'static str, Box<dyn ReceiverFactory>>,
     processors: BTreeMap<&'static str, Box<dyn ProcessorFactory>>,
     exporters: BTreeMap<&'static str, Box<dyn ExporterFactory>>,
+    connectors: BTreeMap<&'static str, Box<dyn ConnectorFactory>>,
 }
 
 /// One row of `meshgate components`.
@@ -40,8 +42,10 @@ pub struct ComponentInfo {
     pub kind: Kind,
     /// Type name.
     pub type_name: &'static str,
-    /// Supported signals.
+    /// Supported signals (a connector: the signals it consumes).
     pub signals: &'static [Signal],
+    /// A connector's emitted signals; empty for other kinds.
+    pub produces: &'static [Signal],
     /// One-line description.
     pub description: &'static str,
 }
@@ -60,6 +64,12 @@ impl Components {
     /// Registers an exporter type.
     pub fn exporter(mut self, f: impl ExporterFactory + 'static) -> Self {
         self.exporters.insert(f.type_name(), Box::new(f));
+        self
+    }
+
+    /// Registers a connector type.
+    pub fn connector(mut self, f: impl ConnectorFactory + 'static) -> Self {
+        self.connectors.insert(f.type_name(), Box::new(f));
         self
     }
 
@@ -101,6 +111,15 @@ impl Components {
                 body,
             );
         }
+        for (id, body) in &config.connectors {
+            let f = self.connectors.get(id.type_name.as_str());
+            run(
+                Kind::Connector,
+                f.map(|f| f.as_ref() as &dyn Factory),
+                id,
+                body,
+            );
+        }
         out
     }
 
@@ -116,6 +135,12 @@ impl Components {
         for f in self.exporters.values() {
             out.push(info_of(Kind::Exporter, f.as_ref()));
         }
+        for f in self.connectors.values() {
+            out.push(ComponentInfo {
+                produces: f.produces(),
+                ..info_of(Kind::Connector, f.as_ref())
+            });
+        }
         out
     }
 }
@@ -125,6 +150,7 @@ fn info_of(kind: Kind, f: &(impl crate::component::Factory + ?Sized)) -> Compone
         kind,
         type_name: f.type_name(),
         signals: f.signals(),
+        produces: &[],
         description: f.description(),
     }
 }
@@ -132,6 +158,7 @@ fn info_of(kind: Kind, f: &(impl crate::component::Factory + ?Sized)) -> Compone
 fn spec_of(f: &(impl crate::component::Factory + ?Sized)) -> ComponentSpec {
     ComponentSpec {
         signals: f.signals().to_vec(),
+        produces: Vec::new(),
         schema: f.schema(),
     }
 }
@@ -142,7 +169,11 @@ impl Catalog for Components {
             Kind::Receiver => self.receivers.get(type_name).map(|f| spec_of(f.as_ref())),
             Kind::Processor => self.processors.get(type_name).map(|f| spec_of(f.as_ref())),
             Kind::Exporter => self.exporters.get(type_name).map(|f| spec_of(f.as_ref())),
-            Kind::Connector | Kind::Extension => None,
+            Kind::Connector => self.connectors.get(type_name).map(|f| ComponentSpec {
+                produces: f.produces().to_vec(),
+                ..spec_of(f.as_ref())
+            }),
+            Kind::Extension => None,
         }
     }
 
@@ -151,7 +182,8 @@ impl Catalog for Components {
             Kind::Receiver => self.receivers.keys().collect(),
             Kind::Processor => self.processors.keys().collect(),
             Kind::Exporter => self.exporters.keys().collect(),
-            Kind::Connector | Kind::Extension => Vec::new(),
+            Kind::Connector => self.connectors.keys().collect(),
+            Kind::Extension => Vec::new(),
         };
         keys.into_iter().map(|k| k.to_string()).collect()
     }
@@ -162,6 +194,7 @@ pub struct Service {
     receiver_stop: ShutdownTrigger,
     receivers: Vec<(String, JoinHandle<()>)>,
     pipelines: Vec<(String, JoinHandle<()>)>,
+    connectors: Vec<JoinHandle<()>>,
     exporters: Vec<JoinHandle<()>>,
     exporter_stats: Vec<ExporterStats>,
     hard_stop: ShutdownTrigger,
@@ -186,6 +219,7 @@ impl Service {
         config: &Config,
         components: &Components,
         telemetry: &Registry,
+        api: &crate::admin::ApiRoutes,
         health: Arc<Health>,
     ) -> Result<Service, String> {
         let (hard_stop, hard_stop_signal) = shutdown_channel();
@@ -198,7 +232,7 @@ impl Service {
         let mut exporter_stats = Vec::new();
         for p in config.service.pipelines.values() {
             for id in &p.exporters {
-                if exporter_queues.contains_key(id) {
+                if exporter_queues.contains_key(id) || !config.exporters.contains_key(id) {
                     continue;
                 }
                 let body = config
@@ -213,6 +247,7 @@ impl Service {
                     id: id.to_string(),
                     config: body,
                     telemetry,
+                    api: api.clone(),
                 };
                 let exporter = factory
                     .build(ctx)
@@ -256,6 +291,43 @@ impl Service {
             }
         }
 
+        // Connectors, once each: an input queue now, the task once its downstream pipelines exist.
+        let mut connector_inputs: BTreeMap<ComponentId, ConnectorInput> = BTreeMap::new();
+        let mut connector_parts = Vec::new();
+        for p in config.service.pipelines.values() {
+            for id in &p.exporters {
+                if connector_inputs.contains_key(id) || config.exporters.contains_key(id) {
+                    continue;
+                }
+                let body = config
+                    .connectors
+                    .get(id)
+                    .ok_or_else(|| format!("connector `{id}` is not defined"))?;
+                let factory = components
+                    .connectors
+                    .get(id.type_name.as_str())
+                    .ok_or_else(|| format!("unknown connector type `{}`", id.type_name))?;
+                let ctx = BuildContext {
+                    id: id.to_string(),
+                    config: body,
+                    telemetry,
+                    api: api.clone(),
+                };
+                let connector = factory
+                    .build(ctx)
+                    .map_err(|e| format!("connector `{id}`: {e}"))?;
+                let (tx, rx) = tokio::sync::mpsc::channel(crate::connector::CONNECTOR_QUEUE);
+                connector_inputs.insert(
+                    id.clone(),
+                    ConnectorInput {
+                        id: id.to_string(),
+                        tx,
+                    },
+                );
+                connector_parts.push((id.clone(), rx, connector));
+            }
+        }
+
         // Pipelines.
         let mut inputs: BTreeMap<ComponentId, Vec<(Signal, PipelineInput)>> = BTreeMap::new();
         let mut pipeline_tasks = Vec::new();
@@ -279,6 +351,7 @@ impl Service {
                     id: id.to_string(),
                     config: body,
                     telemetry,
+                    api: api.clone(),
                 };
                 processors.push(
                     factory
@@ -307,18 +380,41 @@ impl Service {
                 .iter()
                 .filter_map(|e| exporter_queues.get(e).cloned())
                 .collect();
+            let connectors: Vec<ConnectorInput> = p
+                .exporters
+                .iter()
+                .filter_map(|e| connector_inputs.get(e).cloned())
+                .collect();
             let task = tokio::spawn(pipeline::run(
                 pid.to_string(),
                 rx,
                 processors,
                 exporters,
+                connectors,
                 telemetry.clone(),
             ));
             pipeline_tasks.push((pid.to_string(), task));
         }
-        // The pipelines own the exporter handles now; dropping ours lets the queues close when
-        // the pipelines end.
+        // The pipelines own the exporter and connector handles now; dropping ours lets the
+        // queues close when the pipelines end.
         drop(exporter_queues);
+        drop(connector_inputs);
+
+        // Connector tasks, delivering into the pipelines that list them as receivers. Their
+        // consumers never refuse for shutdown: a drain must flush what they derived.
+        let never_draining = Arc::new(AtomicBool::new(false));
+        let mut connector_tasks = Vec::new();
+        for (cid, rx, connector) in connector_parts {
+            let wired = inputs.remove(&cid).unwrap_or_default();
+            let consumers = consumers_for(&cid, &wired, &never_draining, telemetry);
+            connector_tasks.push(tokio::spawn(crate::connector::run(
+                cid.to_string(),
+                rx,
+                connector,
+                consumers,
+                telemetry.clone(),
+            )));
+        }
 
         // Receivers.
         let mut receiver_tasks = Vec::new();
@@ -331,27 +427,12 @@ impl Service {
                 .receivers
                 .get(rid.type_name.as_str())
                 .ok_or_else(|| format!("unknown receiver type `{}`", rid.type_name))?;
-            let mut consumers = Consumers::default();
-            for signal in Signal::ALL {
-                let targets: Vec<PipelineInput> = wired
-                    .iter()
-                    .filter(|(s, _)| *s == signal)
-                    .map(|(_, i)| i.clone())
-                    .collect();
-                if !targets.is_empty() {
-                    consumers.set(Consumer::new(
-                        &rid.to_string(),
-                        signal,
-                        targets,
-                        draining.clone(),
-                        telemetry,
-                    ));
-                }
-            }
+            let consumers = consumers_for(&rid, &wired, &draining, telemetry);
             let ctx = BuildContext {
                 id: rid.to_string(),
                 config: body,
                 telemetry,
+                api: api.clone(),
             };
             let receiver = factory
                 .build(ctx, consumers)
@@ -373,6 +454,7 @@ impl Service {
             receiver_stop,
             receivers: receiver_tasks,
             pipelines: pipeline_tasks,
+            connectors: connector_tasks,
             exporters: exporter_tasks,
             exporter_stats,
             hard_stop,
@@ -401,6 +483,12 @@ impl Service {
         for (name, task) in self.pipelines {
             if tokio::time::timeout_at(deadline, task).await.is_err() {
                 warn!(pipeline = %name, "pipeline did not flush within the drain timeout");
+                complete = false;
+            }
+        }
+        for task in self.connectors {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                warn!("a connector did not flush within the drain timeout");
                 complete = false;
             }
         }
@@ -436,6 +524,33 @@ impl Service {
             took: started.elapsed(),
         }
     }
+}
+
+/// The consumers of a receiver or connector wired into `wired` pipelines, one per signal.
+fn consumers_for(
+    id: &ComponentId,
+    wired: &[(Signal, PipelineInput)],
+    draining: &Arc<AtomicBool>,
+    telemetry: &Registry,
+) -> Consumers {
+    let mut consumers = Consumers::default();
+    for signal in Signal::ALL {
+        let targets: Vec<PipelineInput> = wired
+            .iter()
+            .filter(|(s, _)| *s == signal)
+            .map(|(_, i)| i.clone())
+            .collect();
+        if !targets.is_empty() {
+            consumers.set(Consumer::new(
+                &id.to_string(),
+                signal,
+                targets,
+                draining.clone(),
+                telemetry,
+            ));
+        }
+    }
+    consumers
 }
 
 /// Reads an optional field of a component body as a typed value (absent → default).

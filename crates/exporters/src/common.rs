@@ -233,6 +233,7 @@ pub(crate) mod testutil {
             id: "test".into(),
             config,
             telemetry,
+            api: Default::default(),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod attributes;
 pub mod json;
+pub mod mesh;
 mod payload;
 pub mod rpc;
 pub mod validate;

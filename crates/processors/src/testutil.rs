@@ -18,6 +18,7 @@ pub fn build(
             id: id.to_string(),
             config: &config,
             telemetry,
+            api: Default::default(),
         },
         &ProcessorContext {
             pipeline: signal.as_str().to_string(),

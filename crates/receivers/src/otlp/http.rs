@@ -3,16 +3,16 @@
 //! request's encoding; errors carry a `google.rpc.Status` body as the OTLP spec asks.
 
 use super::{HttpConfig, Outcome};
+use crate::http_common;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use meshgate_engine::{Consumer, Consumers, RefusalReason, ShutdownSignal};
+use meshgate_engine::{Consumer, Consumers, ShutdownSignal};
 use meshgate_pdata::Signal;
 use prost::Message;
-use std::io::Read;
 use std::sync::Arc;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -66,54 +66,13 @@ async fn handle(State(route): State<Arc<Route>>, req: Request) -> Response {
         Ok(e) => e,
         Err(msg) => return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, Encoding::Json, msg),
     };
-    let coding = match parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
-    {
-        None => None,
-        Some(c) if c.is_empty() || c == "identity" => None,
-        Some(c) if c == "gzip" || c == "zstd" => Some(c),
-        Some(c) => {
-            return error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                enc,
-                format!("unsupported Content-Encoding `{c}`: send gzip, zstd or no encoding"),
-            );
-        }
+    let coding = match http_common::content_coding(&parts.headers) {
+        Ok(c) => c,
+        Err(msg) => return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, enc, msg),
     };
-    let raw = match axum::body::to_bytes(body, route.max_size).await {
+    let bytes = match http_common::read_body(body, coding, route.max_size).await {
         Ok(b) => b,
-        Err(e) => {
-            // to_bytes fails with a length-limit error when the body is too big.
-            let too_big = std::error::Error::source(&e)
-                .map(|s| s.to_string().contains("length limit"))
-                .unwrap_or(false)
-                || e.to_string().contains("length limit");
-            return if too_big {
-                error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    enc,
-                    format!(
-                        "request body is larger than max_request_body_size ({} bytes)",
-                        route.max_size
-                    ),
-                )
-            } else {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    enc,
-                    format!("cannot read request body: {e}"),
-                )
-            };
-        }
-    };
-    let bytes = match coding.as_deref() {
-        None => raw.to_vec(),
-        Some(c) => match decompress(c, &raw, route.max_size) {
-            Ok(b) => b,
-            Err((status, msg)) => return error(status, enc, msg),
-        },
+        Err(e) => return error(e.status, enc, e.message),
     };
     let decoded = match enc {
         Encoding::Protobuf => super::decode_protobuf(route.signal, &bytes),
@@ -131,17 +90,8 @@ async fn handle(State(route): State<Arc<Route>>, req: Request) -> Response {
         )
             .into_response(),
         Outcome::Refused(r) => {
-            let status = match r.reason {
-                RefusalReason::Backpressure => StatusCode::TOO_MANY_REQUESTS,
-                RefusalReason::MemoryLimit | RefusalReason::ShuttingDown => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-            };
-            let mut resp = error(status, enc, r.message);
-            let secs = r.retry_after.as_secs().max(1);
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+            let mut resp = error(http_common::refusal_status(r.reason), enc, r.message);
+            http_common::set_retry_after(&mut resp, r.retry_after);
             resp
         }
     }
@@ -165,33 +115,6 @@ fn content_type(h: &HeaderMap) -> Result<Encoding, String> {
             "unsupported Content-Type `{ct}`: send application/x-protobuf or application/json"
         )),
     }
-}
-
-/// Decompresses at most `limit` bytes; more is a 413 (a small gzip body can expand hugely).
-fn decompress(coding: &str, raw: &[u8], limit: usize) -> Result<Vec<u8>, (StatusCode, String)> {
-    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
-    let res = match coding {
-        "gzip" => flate2::read::MultiGzDecoder::new(raw)
-            .take(limit as u64 + 1)
-            .read_to_end(&mut out),
-        _ => match zstd::stream::read::Decoder::new(raw) {
-            Ok(d) => d.take(limit as u64 + 1).read_to_end(&mut out),
-            Err(e) => Err(e),
-        },
-    };
-    if let Err(e) = res {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            format!("body is not valid {coding}: {e}"),
-        ));
-    }
-    if out.len() > limit {
-        return Err((
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("decompressed body is larger than max_request_body_size ({limit} bytes)"),
-        ));
-    }
-    Ok(out)
 }
 
 /// Binds the HTTP listener and serves until shutdown.
@@ -245,7 +168,7 @@ pub(crate) async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use axum::http::HeaderValue;
 
     #[test]
     fn content_types() {
@@ -267,20 +190,5 @@ mod tests {
         assert!(content_type(&h) == Ok(Encoding::Protobuf));
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         assert!(content_type(&h).unwrap_err().contains("`text/plain`"));
-    }
-
-    #[test]
-    fn decompression_is_bounded() {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(&[7u8; 1000]).unwrap();
-        let gz = gz.finish().unwrap();
-        assert_eq!(decompress("gzip", &gz, 1000).unwrap(), vec![7u8; 1000]);
-        let (status, msg) = decompress("gzip", &gz, 999).unwrap_err();
-        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-        assert!(msg.contains("999"));
-        let z = zstd::encode_all(&[1u8; 10][..], 1).unwrap();
-        assert_eq!(decompress("zstd", &z, 10).unwrap(), vec![1u8; 10]);
-        let (status, _) = decompress("gzip", b"not gzip", 10).unwrap_err();
-        assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 }

@@ -1,0 +1,460 @@
+//! The live topology behind `GET /api/v1/topology`: per (client node, server node) time
+//! buckets, fed by the same observations as the edge metrics, summed over the requested
+//! window.
+//!
+//! Buckets are `topology.resolution` wide and kept for `topology.retention`. Only buckets that
+//! saw a request exist, and a bucket's histograms are `u32` counts, so an idle edge costs
+//! nothing and a busy one about 250 bytes per bucket.
+//!
+//! Window math: a window `w` answered at `now` sums the buckets starting at or after
+//! `now - w` (so the first bucket boundary at or after it), up to and including the bucket
+//! holding `now`; rates divide by `w`. With `now` and `w` on bucket boundaries the sum covers
+//! exactly `[now - w, now]`.
+
+use super::hash::FastMap;
+use super::identity::{NodeId, Nodes, USER_NODE};
+use crate::histogram::ExplicitHistogram;
+use serde_json::{Value as Json, json};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// Kind of the observations an edge bucket saw, as bits (an edge may see several: requests
+/// that reached the server pair, those that failed to connect become virtual).
+pub(crate) mod class {
+    /// A paired call.
+    pub const PAIRED: u8 = 1;
+    /// A root server span: the client is `user`.
+    pub const USER: u8 = 2;
+    /// An unpaired caller with a peer: a virtual server.
+    pub const VIRTUAL: u8 = 4;
+    /// ... that is a database.
+    pub const DATABASE: u8 = 8;
+    /// ... that is a messaging system.
+    pub const MESSAGING: u8 = 16;
+}
+
+/// One call as both the metrics and the topology record it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Observation {
+    /// Client span duration in seconds, when there is a client span.
+    pub client: Option<f64>,
+    /// Server span duration in seconds, when there is a server span.
+    pub server: Option<f64>,
+    /// Either side failed.
+    pub failed: bool,
+    /// How many calls it stands for.
+    pub weight: u64,
+}
+
+/// Latencies of one side in one bucket.
+#[derive(Default)]
+struct Lat {
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    /// `bounds.len() + 1` counts once anything was recorded; empty before.
+    counts: Box<[u32]>,
+}
+
+impl Lat {
+    fn record(&mut self, bounds: &[f64], v: f64, weight: u64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; bounds.len() + 1].into_boxed_slice();
+            self.min = f64::INFINITY;
+            self.max = f64::NEG_INFINITY;
+        }
+        let i = bounds.partition_point(|b| *b < v);
+        let w = u32::try_from(weight).unwrap_or(u32::MAX);
+        self.counts[i] = self.counts[i].saturating_add(w);
+        self.count += weight;
+        self.sum += v * weight as f64;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+    }
+
+    fn add_to(&self, h: &mut ExplicitHistogram) {
+        if self.count == 0 {
+            return;
+        }
+        for (a, b) in h.bucket_counts.iter_mut().zip(self.counts.iter()) {
+            *a += *b as u64;
+        }
+        h.count += self.count;
+        h.sum += self.sum;
+        h.min = h.min.min(self.min);
+        h.max = h.max.max(self.max);
+    }
+}
+
+struct Bucket {
+    tick: u64,
+    classes: u8,
+    requests: u64,
+    failed: u64,
+    client: Lat,
+    server: Lat,
+}
+
+/// Per node pair buckets.
+pub(crate) struct Topology {
+    res_ns: u64,
+    retention: Duration,
+    /// Buckets kept per edge: enough for a window of `retention` starting mid-bucket.
+    keep: u64,
+    edges: FastMap<(NodeId, NodeId), VecDeque<Bucket>>,
+}
+
+impl Topology {
+    /// Buckets of `resolution`, kept for `retention`.
+    pub(crate) fn new(retention: Duration, resolution: Duration) -> Topology {
+        let res_ns = (resolution.as_nanos() as u64).max(1);
+        let keep = (retention.as_nanos() as u64).div_ceil(res_ns) + 1;
+        Topology {
+            res_ns,
+            retention,
+            keep,
+            edges: FastMap::default(),
+        }
+    }
+
+    /// The longest window answered.
+    pub(crate) fn retention(&self) -> Duration {
+        self.retention
+    }
+
+    /// Number of node pairs with buckets.
+    pub(crate) fn len(&self) -> usize {
+        self.edges.len()
+    }
+
+    /// Every node referenced, for the interner sweep.
+    pub(crate) fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.edges.keys().flat_map(|(a, b)| [*a, *b])
+    }
+
+    /// Adds one observation of the edge `client -> server` at `now` (unix ns).
+    pub(crate) fn record(
+        &mut self,
+        client: NodeId,
+        server: NodeId,
+        class: u8,
+        obs: &Observation,
+        bounds: &[f64],
+        now: u64,
+    ) {
+        let tick = now / self.res_ns;
+        let buckets = self.edges.entry((client, server)).or_default();
+        let fresh = buckets.back().is_none_or(|b| b.tick < tick);
+        if fresh {
+            buckets.push_back(Bucket {
+                tick,
+                classes: 0,
+                requests: 0,
+                failed: 0,
+                client: Lat::default(),
+                server: Lat::default(),
+            });
+            while buckets.len() as u64 > self.keep {
+                buckets.pop_front();
+            }
+        }
+        // `now` never goes backwards in the connector; should a caller pass an older time,
+        // the newest bucket takes it rather than the past being rewritten.
+        let Some(b) = buckets.back_mut() else {
+            return;
+        };
+        b.classes |= class;
+        b.requests += obs.weight;
+        if obs.failed {
+            b.failed += obs.weight;
+        }
+        if let Some(v) = obs.client {
+            b.client.record(bounds, v, obs.weight);
+        }
+        if let Some(v) = obs.server {
+            b.server.record(bounds, v, obs.weight);
+        }
+    }
+
+    /// Drops buckets older than the retention and pairs left without any.
+    pub(crate) fn trim(&mut self, now: u64) {
+        let oldest = (now / self.res_ns).saturating_sub(self.keep - 1);
+        self.edges.retain(|_, b| {
+            while b.front().is_some_and(|x| x.tick < oldest) {
+                b.pop_front();
+            }
+            !b.is_empty()
+        });
+    }
+
+    /// The topology JSON over `window` (already capped to the retention) at `now`.
+    pub(crate) fn query(&self, window: Duration, now: u64, nodes: &Nodes, bounds: &[f64]) -> Json {
+        let window_ns = window.as_nanos() as u64;
+        let window_s = window.as_secs_f64();
+        let now_tick = now / self.res_ns;
+        let from_tick = now.saturating_sub(window_ns).div_ceil(self.res_ns);
+        let empty_hist = || ExplicitHistogram::new(bounds);
+
+        struct NodeAgg {
+            kind: u8,
+            requests: u64,
+            failed: u64,
+            server: ExplicitHistogram,
+            client: ExplicitHistogram,
+        }
+        let mut node_aggs: BTreeMap<&str, (NodeId, NodeAgg)> = BTreeMap::new();
+        let mut edges_json: BTreeMap<String, Json> = BTreeMap::new();
+        for ((c, s), buckets) in &self.edges {
+            let (mut classes, mut requests, mut failed) = (0u8, 0u64, 0u64);
+            let (mut ch, mut sh) = (empty_hist(), empty_hist());
+            for b in buckets
+                .iter()
+                .rev()
+                .take_while(|b| b.tick >= from_tick)
+                .filter(|b| b.tick <= now_tick)
+            {
+                classes |= b.classes;
+                requests += b.requests;
+                failed += b.failed;
+                b.client.add_to(&mut ch);
+                b.server.add_to(&mut sh);
+            }
+            if classes == 0 {
+                continue;
+            }
+            let (cn, sn) = (nodes.get(*c), nodes.get(*s));
+            let conn = if classes & (class::PAIRED) != 0 {
+                ""
+            } else if classes & class::DATABASE != 0 {
+                "database"
+            } else if classes & class::MESSAGING != 0 {
+                "messaging_system"
+            } else {
+                "virtual_node"
+            };
+            let id = format!("{}->{}", cn.id, sn.id);
+            edges_json.insert(
+                id.clone(),
+                json!({
+                    "id": id,
+                    "source": &*cn.id,
+                    "target": &*sn.id,
+                    "connection_type": conn,
+                    "requests": requests,
+                    "requests_per_second": rate(requests, window_s),
+                    "failed": failed,
+                    "error_rate": ratio(failed, requests),
+                    "client_latency_seconds": quantiles(&ch, bounds),
+                    "server_latency_seconds": quantiles(&sh, bounds),
+                }),
+            );
+            // Kinds, strongest first: a node that sent or served a traced request is a
+            // service; a peer only seen from unpaired callers is what they called; `user`
+            // only ever calls.
+            let client_kind = if *c == USER_NODE && classes == class::USER {
+                KIND_USER
+            } else {
+                KIND_SERVICE
+            };
+            let server_kind = if classes & (class::PAIRED | class::USER) != 0 {
+                KIND_SERVICE
+            } else if classes & class::DATABASE != 0 {
+                KIND_DATABASE
+            } else if classes & class::MESSAGING != 0 {
+                KIND_MESSAGING
+            } else {
+                KIND_VIRTUAL
+            };
+            let new_agg = |id: NodeId| {
+                (
+                    id,
+                    NodeAgg {
+                        kind: u8::MAX,
+                        requests: 0,
+                        failed: 0,
+                        server: empty_hist(),
+                        client: empty_hist(),
+                    },
+                )
+            };
+            let ca = &mut node_aggs.entry(&cn.id).or_insert_with(|| new_agg(*c)).1;
+            ca.kind = ca.kind.min(client_kind);
+            let sa = &mut node_aggs.entry(&sn.id).or_insert_with(|| new_agg(*s)).1;
+            sa.kind = sa.kind.min(server_kind);
+            sa.requests += requests;
+            sa.failed += failed;
+            sa.server.merge(&sh);
+            sa.client.merge(&ch);
+        }
+        let nodes_json: Vec<Json> = node_aggs
+            .into_values()
+            .map(|(id, a)| {
+                let n = nodes.get(id);
+                // A node's latency is how long it took to serve; peers nobody traced
+                // inside (virtual nodes) are measured from their callers.
+                let lat = if a.server.count > 0 {
+                    quantiles(&a.server, bounds)
+                } else {
+                    quantiles(&a.client, bounds)
+                };
+                json!({
+                    "id": &*n.id,
+                    "name": &*n.name,
+                    "namespace": n.namespace.as_deref(),
+                    "kind": KIND_NAMES[a.kind.min(KIND_USER) as usize],
+                    "requests": a.requests,
+                    "requests_per_second": rate(a.requests, window_s),
+                    "failed": a.failed,
+                    "error_rate": ratio(a.failed, a.requests),
+                    "latency_seconds": lat,
+                })
+            })
+            .collect();
+        json!({
+            "window_seconds": window_s,
+            "resolution_seconds": self.res_ns as f64 / 1e9,
+            "generated_at": rfc3339(now),
+            "nodes": nodes_json,
+            "edges": edges_json.into_values().collect::<Vec<_>>(),
+        })
+    }
+}
+
+const KIND_SERVICE: u8 = 0;
+const KIND_DATABASE: u8 = 1;
+const KIND_MESSAGING: u8 = 2;
+const KIND_VIRTUAL: u8 = 3;
+const KIND_USER: u8 = 4;
+const KIND_NAMES: [&str; 5] = ["service", "database", "messaging", "virtual", "user"];
+
+fn rate(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 { n as f64 / secs } else { 0.0 }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b > 0 { a as f64 / b as f64 } else { 0.0 }
+}
+
+fn quantiles(h: &ExplicitHistogram, bounds: &[f64]) -> Json {
+    if h.count == 0 {
+        return Json::Null;
+    }
+    json!({
+        "p50": h.quantile(bounds, 0.50),
+        "p95": h.quantile(bounds, 0.95),
+        "p99": h.quantile(bounds, 0.99),
+    })
+}
+
+/// Parses the `window` query parameter: a duration such as `5m`; absent means `5m`; capped at
+/// the retention.
+pub(crate) fn parse_window(
+    query: &BTreeMap<String, String>,
+    retention: Duration,
+) -> Result<Duration, String> {
+    let w = match query.get("window") {
+        None => Duration::from_secs(300),
+        Some(raw) => {
+            raw.parse::<meshgate_config::DurationValue>()
+                .map_err(|e| {
+                    format!(
+                        "invalid `window` parameter: {e}; write a duration such as `5m` or `30s`"
+                    )
+                })?
+                .0
+        }
+    };
+    if w.is_zero() {
+        return Err("invalid `window` parameter: it must be greater than 0, e.g. `5m`".into());
+    }
+    if let Some(f) = query.get("format")
+        && f != "json"
+    {
+        return Err(format!(
+            "unsupported `format` parameter `{f}`; this version serves `json` only"
+        ));
+    }
+    Ok(w.min(retention))
+}
+
+/// `unix_ns` as an RFC 3339 UTC timestamp with milliseconds (`2024-05-01T12:00:00.000Z`).
+pub(crate) fn rfc3339(unix_ns: u64) -> String {
+    let ms = unix_ns / 1_000_000;
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_render_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(1_714_564_800_123_000_000),
+            "2024-05-01T12:00:00.123Z"
+        );
+        assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn window_parameter_is_checked_and_capped() {
+        let q = |w: &str| BTreeMap::from([("window".to_string(), w.to_string())]);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            parse_window(&BTreeMap::new(), hour).unwrap(),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            parse_window(&q("30s"), hour).unwrap(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(parse_window(&q("1d"), hour).unwrap(), hour);
+        let e = parse_window(&q("five"), hour).unwrap_err();
+        assert!(e.contains("`window`") && e.contains("five"), "{e}");
+        assert!(
+            parse_window(&q("0s"), hour)
+                .unwrap_err()
+                .contains("`window`")
+        );
+        let f = BTreeMap::from([("format".to_string(), "nodegraph".to_string())]);
+        assert!(parse_window(&f, hour).unwrap_err().contains("`format`"));
+    }
+
+    #[test]
+    fn buckets_are_trimmed_to_the_retention() {
+        let mut t = Topology::new(Duration::from_secs(60), Duration::from_secs(10));
+        let o = Observation {
+            client: Some(0.1),
+            server: None,
+            failed: false,
+            weight: 1,
+        };
+        for s in 0..200u64 {
+            t.record(1, 2, class::VIRTUAL, &o, &[1.0], s * 1_000_000_000);
+        }
+        assert!(t.edges[&(1, 2)].len() as u64 <= t.keep);
+        t.trim(10_000 * 1_000_000_000);
+        assert_eq!(t.len(), 0);
+    }
+}
