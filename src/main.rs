@@ -321,3 +321,40 @@ async fn wait_for_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use meshgate_config::{Catalog, Kind};
+
+    /// Every top-level option of every component says its default (or that it is required),
+    /// and unknown keys are refused: the README tables and editors' hints come from these
+    /// schemas, and a typo must never be ignored.
+    #[test]
+    fn every_component_option_states_its_default_and_unknown_keys_are_refused() {
+        let comps = super::components();
+        let mut problems = Vec::new();
+        for c in comps.list() {
+            let spec = comps.component(c.kind, c.type_name).expect("listed");
+            let schema = spec.schema.as_value();
+            let what = format!("{}.{}", c.kind.section(), c.type_name);
+            if schema["additionalProperties"] != false {
+                problems.push(format!("{what}: unknown keys are not refused"));
+            }
+            let Some(props) = schema["properties"].as_object() else {
+                problems.push(format!("{what}: no properties"));
+                continue;
+            };
+            for (name, p) in props {
+                let d = p["description"].as_str().unwrap_or_default();
+                if !(d.contains("Default")
+                    || d.contains("default")
+                    || d.to_lowercase().contains("required"))
+                {
+                    problems.push(format!("{what}.{name}: {d:?}"));
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        assert!(comps.list().iter().any(|c| c.kind == Kind::Connector));
+    }
+}

@@ -36,16 +36,8 @@ pub async fn run(
     consumers: Consumers,
     telemetry: Registry,
 ) {
-    let items_in: Vec<_> = Signal::ALL
-        .iter()
-        .map(|s| {
-            telemetry.counter(
-                "meshgate_connector_received_items_total",
-                "Items a connector read from its upstream pipelines.",
-                &[("connector", &id), ("signal", s.as_str())],
-            )
-        })
-        .collect();
+    // Per signal, created when the first payload of it arrives.
+    let mut items_in: [Option<crate::telemetry::Counter>; 3] = [None, None, None];
     let unrouted = telemetry.counter(
         "meshgate_connector_dropped_items_total",
         "Items a connector derived for a signal no downstream pipeline receives.",
@@ -63,7 +55,15 @@ pub async fn run(
         match next {
             Some(Some(data)) => {
                 let signal = data.signal();
-                items_in[Signal::ALL.iter().position(|s| *s == signal).unwrap_or(0)]
+                let slot = Signal::ALL.iter().position(|s| *s == signal).unwrap_or(0);
+                items_in[slot]
+                    .get_or_insert_with(|| {
+                        telemetry.counter(
+                            "meshgate_connector_received_items_total",
+                            "Items a connector read from its upstream pipelines.",
+                            &[("connector", &id), ("signal", signal.as_str())],
+                        )
+                    })
                     .add(data.item_count() as u64);
                 connector.consume(&data, &mut out);
             }

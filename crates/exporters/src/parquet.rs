@@ -477,19 +477,4 @@ mod tests {
         assert!(!err.contains("os error"), "{err}");
         assert!(!ParquetExporterFactory.uses_queue_and_retry());
     }
-
-    #[test]
-    fn schema_documents_every_field_and_its_default() {
-        let schema = serde_json::to_value(ParquetExporterFactory.schema()).unwrap();
-        let props = schema["properties"].as_object().unwrap();
-        assert_eq!(props.len(), 6);
-        for (name, p) in props {
-            let d = p["description"].as_str().unwrap_or_default();
-            assert!(
-                d.contains("Default") || d.to_lowercase().contains("required"),
-                "{name}: {d:?}"
-            );
-        }
-        assert_eq!(schema["additionalProperties"], false);
-    }
 }

