@@ -2,7 +2,8 @@
 # Install meshgate's pinned test peers into a cache OUTSIDE the clone.
 #
 #   scripts/peers/install.sh [--force] [peer...]
-#       peers: python telemetrygen jaeger opensearch elasticsearch prometheus (default: all)
+#       peers: python telemetrygen jaeger opensearch elasticsearch prometheus nginx
+#              helm kustomize kubeconform kubeschemas (default: all)
 #
 # Cache dir: ${MESHGATE_PEERS_DIR:-$HOME/.cache/meshgate/peers}
 #   venv/                 OpenTelemetry Python SDK + OTLP exporters, pyarrow, duckdb (pins: scripts/peers/requirements.txt)
@@ -12,10 +13,16 @@
 #   elasticsearch-<v>/    Elasticsearch integ-test distribution (no JDK); `elasticsearch` -> it
 #   go/                   GOPATH / GOMODCACHE / GOCACHE used to build the Go peers
 #   m2/                   Maven local repository the two zips are fetched into (by mvn, checksum-pinned)
+#   bin/helm, bin/kustomize, bin/kubeconform
+#                         the manifest checkers of tests/deploy.rs, built from their pinned Go modules
+#   kube-schemas/         offline schemas for `kubeconform -strict`: Kubernetes (pinned kubernetes-validate
+#                         wheel from PyPI) and Istio's CRDs (pinned istio.io/api module), converted by
+#                         scripts/peers/kube_schemas.py, whose venv/ (pinned PyYAML) the tests also use
 #   logs/                 full output of the last install of each peer
-# prometheus is the exception: the Debian package (pin: PROMETHEUS_DEB_VERSION), installed
-# system-wide with apt-get (as root, or via `sudo -n`) into /usr/bin/prometheus; its system
-# service is kept from starting (see install_prometheus).
+# prometheus and nginx are the exceptions: Debian packages (pins: PROMETHEUS_DEB_VERSION,
+# NGINX_DEB_VERSION), installed system-wide with apt-get (as root, or via `sudo -n`) into
+# /usr/bin/prometheus and /usr/sbin/nginx; their system services are kept from starting (see
+# install_debian_peer).
 #
 # Idempotent: a peer whose stamp matches its pin is only verified (fast). A changed pin
 # (requirements.txt hash, a *_VERSION below) re-installs it. Any failure prints the
@@ -43,8 +50,32 @@ ELASTICSEARCH_SHA512="cf6b0a93860d329937ae7f913ec5073b0c726c77639764b93fc83a304a
 MAVEN_DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 # Prometheus 2.42 from Debian 12 (bookworm), the version `apt-cache policy prometheus` offered.
 PROMETHEUS_DEB_VERSION="2.42.0+ds-5+deb12u1"
+# nginx 1.22 from Debian 12, the load balancer of tests/scale_e2e.rs.
+NGINX_VERSION="1.22.1"
+NGINX_DEB_VERSION="1.22.1-9+deb12u11"
 PROMETHEUS_VERSION="2.42.0"       # what `prometheus --version` prints
-ALL_PEERS=(python telemetrygen jaeger opensearch elasticsearch prometheus)
+# Manifest checkers for deploy/ (tests/deploy.rs), `go install`ed from the Go module proxy.
+# kustomize v5.8.3 needs Go 1.27; v5.8.2 is the newest that builds with Go 1.26.
+HELM_MODULE="helm.sh/helm/v3"
+HELM_VERSION="v3.22.0"
+# What helm's release build stamps in from its go.mod (k8s.io/client-go v0.37.0): the Kubernetes
+# version `helm template` and `helm lint` assume when not given --kube-version.
+HELM_K8S_VERSION_MINOR="37"
+KUSTOMIZE_MODULE="sigs.k8s.io/kustomize/kustomize/v5"
+KUSTOMIZE_VERSION="v5.8.2"
+KUBECONFORM_MODULE="github.com/yannh/kubeconform"
+KUBECONFORM_VERSION="v0.8.0"
+# kubeconform's schemas, offline (it would fetch them from GitHub): the Kubernetes API schemas
+# inside the kubernetes-validate wheel (PyPI; sha256 of the wheel pinned), for the oldest
+# Kubernetes the manifests support and the newest the wheel has, plus the CRDs of Istio's API
+# module (checked against the Go checksum database like any module). PyYAML reads the CRDs.
+KUBE_SCHEMAS_WHEEL="kubernetes-validate==1.37.0"
+KUBE_SCHEMAS_WHEEL_SHA256="85136d018a27b50ec7fc049d902bfa5193f5976807e6c0f408e3ab6fe078cad9"
+KUBE_SCHEMAS_K8S_VERSIONS=(1.30.0 1.37.0)
+ISTIO_API_MODULE="istio.io/api"
+ISTIO_API_VERSION="v1.32.0"
+PYYAML_VERSION="6.0.3"
+ALL_PEERS=(python telemetrygen jaeger opensearch elasticsearch prometheus nginx helm kustomize kubeconform kubeschemas)
 # -----------------------------------------------------------------------------------------
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -71,7 +102,7 @@ die_with_log() {
 }
 
 usage() {
-    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 peers=()
@@ -79,7 +110,7 @@ for arg in "$@"; do
     case "$arg" in
         -h | --help) usage; exit 0 ;;
         --force) FORCE=1 ;;
-        python | telemetrygen | jaeger | opensearch | elasticsearch | prometheus) peers+=("$arg") ;;
+        python | telemetrygen | jaeger | opensearch | elasticsearch | prometheus | nginx | helm | kustomize | kubeconform | kubeschemas) peers+=("$arg") ;;
         *) echo "install.sh: ERROR: unknown peer or option '$arg' (known peers: ${ALL_PEERS[*]})" >&2; exit 2 ;;
     esac
 done
@@ -397,63 +428,69 @@ prometheus_verify() {
         || { echo "prometheus --version is not $PROMETHEUS_VERSION: $(head -1 <<<"$out")" >&2; return 1; }
 }
 
-# Keep the packaged system service off (it would hold :9090 and scrape itself).
-prometheus_service_off() {
+# Keep a packaged system service off (prometheus would hold :9090 and scrape itself, nginx :80).
+debian_service_off() {
+    local service="$1"
+    shift
     local -a as_root=("$@")
     if [[ -d /run/systemd/system ]]; then
-        "${as_root[@]}" systemctl disable --now prometheus.service || return 1
+        "${as_root[@]}" systemctl disable --now "$service.service" || return 1
     else
         if command -v systemctl >/dev/null 2>&1; then
-            "${as_root[@]}" systemctl disable prometheus.service >/dev/null 2>&1 || true
+            "${as_root[@]}" systemctl disable "$service.service" >/dev/null 2>&1 || true
         fi
-        if command -v update-rc.d >/dev/null 2>&1 && [[ -x /etc/init.d/prometheus ]]; then
-            "${as_root[@]}" update-rc.d prometheus disable >/dev/null 2>&1 || true
-            if "${as_root[@]}" /etc/init.d/prometheus status >/dev/null 2>&1; then
-                "${as_root[@]}" /etc/init.d/prometheus stop || return 1
+        if command -v update-rc.d >/dev/null 2>&1 && [[ -x /etc/init.d/$service ]]; then
+            "${as_root[@]}" update-rc.d "$service" disable >/dev/null 2>&1 || true
+            if "${as_root[@]}" "/etc/init.d/$service" status >/dev/null 2>&1; then
+                "${as_root[@]}" "/etc/init.d/$service" stop || return 1
             fi
         fi
     fi
 }
 
-install_prometheus() {
-    local log="$PEERS_DIR/logs/prometheus.log"
-    local want="prometheus=$PROMETHEUS_DEB_VERSION"
+# install_debian_peer NAME PACKAGE DEB_VERSION OK_LINE: the pinned Debian package, installed
+# with apt-get (as root or via `sudo -n`) with service starts denied and the packaged service
+# disabled afterwards; `<NAME>_verify` (a function) decides whether it is already right.
+install_debian_peer() {
+    local name="$1" pkg="$2" debver="$3" okline="$4"
+    local log="$PEERS_DIR/logs/$name.log"
+    local want="$pkg=$debver"
 
-    if [[ $FORCE -eq 0 ]] && prometheus_verify 2>"$log.verify"; then
-        echo "peer prometheus: ok (/usr/bin/prometheus, $PROMETHEUS_VERSION = Debian $PROMETHEUS_DEB_VERSION)"
+    if [[ $FORCE -eq 0 ]] && "${name}_verify" 2>"$log.verify"; then
+        echo "peer $name: ok ($okline)"
         return 0
     fi
-    if command -v dpkg-query >/dev/null 2>&1 && dpkg-query -W prometheus >/dev/null 2>&1; then
-        note "peer prometheus: installed package does not match the pin, re-installing:"
+    if command -v dpkg-query >/dev/null 2>&1 && dpkg-query -W "$pkg" >/dev/null 2>&1; then
+        note "peer $name: installed package does not match the pin, re-installing:"
         sed 's/^/    /' "$log.verify" >&2
     fi
 
-    command -v apt-get >/dev/null 2>&1 || die "peer prometheus: 'apt-get' not found (needs a Debian 12 system: Debian package prometheus=$PROMETHEUS_DEB_VERSION)"
+    command -v apt-get >/dev/null 2>&1 || die "peer $name: 'apt-get' not found (needs a Debian 12 system: Debian package $want)"
     local -a as_root=()
     if [[ $EUID -ne 0 ]]; then
         { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; } \
-            || die "peer prometheus: installing the Debian package needs root (or password-less sudo): run 'apt-get install -y --no-install-recommends $want' as root, then re-run"
+            || die "peer $name: installing the Debian package needs root (or password-less sudo): run 'apt-get install -y --no-install-recommends $want' as root, then re-run"
         as_root=(sudo -n)
     fi
-    note "peer prometheus: apt-get install $want (log: $log) ..."
+    note "peer $name: apt-get install $want (log: $log) ..."
     local t0=$SECONDS
     : >"$log"
     echo "# $(date -u +%FT%TZ) apt-get install $want" >>"$log"
     # Is the pinned version known to apt? If not, refresh the package lists once.
     if ! apt-cache show "$want" >/dev/null 2>&1; then
-        "${as_root[@]}" apt-get update >>"$log" 2>&1 || die_with_log "$log" "peer prometheus: apt-get update failed"
+        "${as_root[@]}" apt-get update >>"$log" 2>&1 || die_with_log "$log" "peer $name: apt-get update failed"
         apt-cache show "$want" >/dev/null 2>&1 \
-            || die_with_log "$log" "peer prometheus: Debian package $want is not available (apt-cache policy prometheus: $(apt-cache policy prometheus 2>/dev/null | sed -n 's/^ *Candidate: //p'))"
+            || die_with_log "$log" "peer $name: Debian package $want is not available (apt-cache policy $pkg: $(apt-cache policy "$pkg" 2>/dev/null | sed -n 's/^ *Candidate: //p'))"
     fi
 
     # Deny service starts during the install (see above); restore the machine's policy after.
     local policy=/usr/sbin/policy-rc.d saved="" ours
     ours="$(mktemp)"
-    printf '#!/bin/sh\n# meshgate install.sh: no service starts during apt-get install prometheus\nexit 101\n' >"$ours"
+    printf '#!/bin/sh\n# meshgate install.sh: no service starts during apt-get install\nexit 101\n' >"$ours"
     chmod 755 "$ours"
     if [[ -e "$policy" ]]; then
         saved="$policy.meshgate-saved.$$"
-        "${as_root[@]}" mv -f "$policy" "$saved" || die "peer prometheus: cannot move $policy aside"
+        "${as_root[@]}" mv -f "$policy" "$saved" || die "peer $name: cannot move $policy aside"
     fi
     restore_policy() {
         "${as_root[@]}" rm -f "$policy"
@@ -464,7 +501,7 @@ install_prometheus() {
     trap 'restore_policy' EXIT
     if ! "${as_root[@]}" cp "$ours" "$policy"; then
         rm -f "$ours"
-        die "peer prometheus: cannot write $policy"
+        die "peer $name: cannot write $policy"
     fi
     rm -f "$ours"
     local rc=0 reinstall=()
@@ -474,12 +511,177 @@ install_prometheus() {
         --allow-downgrades "${reinstall[@]}" "$want" >>"$log" 2>&1 || rc=$?
     restore_policy
     trap - INT TERM EXIT
-    [[ $rc -eq 0 ]] || die_with_log "$log" "peer prometheus: apt-get install $want failed (exit $rc; see $log)"
-    prometheus_service_off "${as_root[@]}" >>"$log" 2>&1 \
-        || die_with_log "$log" "peer prometheus: could not stop/disable the packaged prometheus service"
-    prometheus_verify 2>>"$log" || die_with_log "$log" "peer prometheus: installed package failed verification"
-    note "peer prometheus: installed in $((SECONDS - t0))s"
-    echo "peer prometheus: ok (/usr/bin/prometheus, $PROMETHEUS_VERSION = Debian $PROMETHEUS_DEB_VERSION)"
+    [[ $rc -eq 0 ]] || die_with_log "$log" "peer $name: apt-get install $want failed (exit $rc; see $log)"
+    debian_service_off "$name" "${as_root[@]}" >>"$log" 2>&1 \
+        || die_with_log "$log" "peer $name: could not stop/disable the packaged $name service"
+    "${name}_verify" 2>>"$log" || die_with_log "$log" "peer $name: installed package failed verification"
+    note "peer $name: installed in $((SECONDS - t0))s"
+    echo "peer $name: ok ($okline)"
+}
+
+install_prometheus() {
+    install_debian_peer prometheus prometheus "$PROMETHEUS_DEB_VERSION" \
+        "/usr/bin/prometheus, $PROMETHEUS_VERSION = Debian $PROMETHEUS_DEB_VERSION"
+}
+
+# ---- nginx: Debian package, pinned ---------------------------------------------------------
+# The real load balancer of tests/scale_e2e.rs (OTLP/gRPC via grpc_pass, OTLP/HTTP via
+# proxy_pass in front of three gateways). The tests run their own nginx with its own prefix on
+# free loopback ports; the packaged service (port 80) is kept off.
+nginx_verify() {
+    local have
+    have="$(dpkg-query -W -f='${db:Status-Status} ${Version}' nginx 2>/dev/null)" \
+        || { echo "Debian package nginx is not installed" >&2; return 1; }
+    [[ "$have" == "installed $NGINX_DEB_VERSION" ]] \
+        || { echo "Debian package nginx: '$have', pinned $NGINX_DEB_VERSION" >&2; return 1; }
+    [[ -x /usr/sbin/nginx ]] || { echo "/usr/sbin/nginx missing" >&2; return 1; }
+    local out
+    out="$(/usr/sbin/nginx -v 2>&1)" || { echo "nginx -v failed: $out" >&2; return 1; }
+    grep -Fq "nginx/$NGINX_VERSION" <<<"$out" || { echo "nginx -v is not $NGINX_VERSION: $out" >&2; return 1; }
+}
+
+install_nginx() {
+    install_debian_peer nginx nginx "$NGINX_DEB_VERSION" \
+        "/usr/sbin/nginx, $NGINX_VERSION = Debian $NGINX_DEB_VERSION"
+}
+
+# ---- helm / kustomize / kubeconform: manifest checkers, go install, pinned ----------------
+# One `go install <module>/<pkg>@<version>` each, like telemetrygen. The version each binary
+# prints is stamped in with -ldflags where the project's own release build does that (helm,
+# kubeconform; kustomize reads it from the build info), and `go version -m` must name the
+# pinned module version.
+go_tool_verify() {
+    local bin="$1" module="$2" version="$3" want_out="$4"
+    shift 4
+    local out
+    out="$("$bin" "$@" 2>&1)" || { echo "$bin $* failed: $out" >&2; return 1; }
+    grep -Fq -- "$want_out" <<<"$out" || { echo "$bin $* printed '$out', expected '$want_out'" >&2; return 1; }
+    if command -v go >/dev/null 2>&1; then
+        local info
+        info="$(go version -m "$bin" 2>&1)" || { echo "go version -m $bin failed: $info" >&2; return 1; }
+        grep -Eq "^[[:space:]]*mod[[:space:]]+${module//./\\.}[[:space:]]+${version//./\\.}([[:space:]]|$)" <<<"$info" \
+            || { echo "$bin is not $module@$version:" >&2; echo "$info" | head -3 >&2; return 1; }
+    fi
+}
+
+# install_go_tool NAME MODULE PKG VERSION LDFLAGS WANT_OUT VERSION_ARGS...
+install_go_tool() {
+    local name="$1" module="$2" pkg="$3" version="$4" ldflags="$5" want_out="$6"
+    shift 6
+    local bin="$PEERS_DIR/bin/$name"
+    local stamp="$PEERS_DIR/bin/.$name.stamp"
+    local log="$PEERS_DIR/logs/$name.log"
+    local want="$pkg@$version ldflags=$ldflags"
+
+    if [[ $FORCE -eq 0 && -x "$bin" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        if go_tool_verify "$bin" "$module" "$version" "$want_out" "$@" 2>"$log.verify"; then
+            echo "peer $name: ok ($bin, $version)"
+            return 0
+        fi
+        note "peer $name: cached binary failed verification, re-installing:"
+        sed 's/^/    /' "$log.verify" >&2
+    fi
+
+    check_go "$name"
+    note "peer $name: go install $pkg@$version (log: $log; a cold build takes a few minutes) ..."
+    local t0=$SECONDS
+    rm -f "$bin" "$stamp"
+    (
+        echo "# $(date -u +%FT%TZ) go install $want with $(go env GOVERSION)"
+        cd "$PEERS_DIR" && go_env go install -trimpath -ldflags "$ldflags" "$pkg@$version"
+    ) >"$log" 2>&1 || die_with_log "$log" "peer $name: go install $pkg@$version failed (see $log)"
+    [[ -x "$bin" ]] || die_with_log "$log" "peer $name: go install succeeded but $bin is missing"
+    go_tool_verify "$bin" "$module" "$version" "$want_out" "$@" 2>>"$log" \
+        || die_with_log "$log" "peer $name: installed binary failed verification"
+    echo "$want" >"$stamp"
+    note "peer $name: installed in $((SECONDS - t0))s"
+    echo "peer $name: ok ($bin, $version)"
+}
+
+install_helm() {
+    install_go_tool helm "$HELM_MODULE" "$HELM_MODULE/cmd/helm" "$HELM_VERSION" \
+        "-s -w -X $HELM_MODULE/internal/version.version=$HELM_VERSION -X $HELM_MODULE/pkg/chartutil.k8sVersionMajor=1 -X $HELM_MODULE/pkg/chartutil.k8sVersionMinor=$HELM_K8S_VERSION_MINOR -X $HELM_MODULE/pkg/lint/rules.k8sVersionMajor=1 -X $HELM_MODULE/pkg/lint/rules.k8sVersionMinor=$HELM_K8S_VERSION_MINOR" \
+        "$HELM_VERSION" version --template '{{.Version}}'
+}
+
+install_kustomize() {
+    install_go_tool kustomize "$KUSTOMIZE_MODULE" "$KUSTOMIZE_MODULE" "$KUSTOMIZE_VERSION" \
+        "-s -w" "$KUSTOMIZE_VERSION" version
+}
+
+install_kubeconform() {
+    install_go_tool kubeconform "$KUBECONFORM_MODULE" "$KUBECONFORM_MODULE/cmd/kubeconform" "$KUBECONFORM_VERSION" \
+        "-s -w -X main.version=$KUBECONFORM_VERSION" "$KUBECONFORM_VERSION" -v
+}
+
+# ---- kubeschemas: offline JSON schemas for kubeconform ----------------------------------
+# kube-schemas/
+#   venv/                             Python with PyYAML (runs kube_schemas.py; the tests use it too)
+#   download/<wheel>                  the pinned kubernetes-validate wheel (pip download, sha256-checked)
+#   kubernetes/v<k8s>-standalone-strict/<kind>-<group>-<version>.json
+#   crds/<group>/<kind>_<version>.json
+# kubeconform -strict -schema-location '<dir>/kubernetes/{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json'
+#             -schema-location '<dir>/crds/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json'
+kubeschemas_verify() {
+    local dir="$1" py="$1/venv/bin/python" have
+    have="$("$py" -c 'import yaml; print(yaml.__version__)' 2>&1)" || { echo "$py cannot import yaml: $have" >&2; return 1; }
+    [[ "$have" == "$PYYAML_VERSION" ]] || { echo "PyYAML $have in $dir/venv, pinned $PYYAML_VERSION" >&2; return 1; }
+    local -a args=()
+    local v
+    for v in "${KUBE_SCHEMAS_K8S_VERSIONS[@]}"; do args+=(--version "$v"); done
+    "$py" "$SCRIPT_DIR/kube_schemas.py" check "$dir" "${args[@]}" --crd telemetry.istio.io/telemetry_v1 >/dev/null
+}
+
+install_kubeschemas() {
+    local dir="$PEERS_DIR/kube-schemas"
+    local stamp="$dir/.meshgate-stamp"
+    local log="$PEERS_DIR/logs/kubeschemas.log"
+    local conv="$SCRIPT_DIR/kube_schemas.py"
+    [[ -f "$conv" ]] || die "missing $conv"
+    local want
+    want="$KUBE_SCHEMAS_WHEEL sha256=$KUBE_SCHEMAS_WHEEL_SHA256 k8s=${KUBE_SCHEMAS_K8S_VERSIONS[*]} $ISTIO_API_MODULE@$ISTIO_API_VERSION pyyaml=$PYYAML_VERSION converter-sha256=$(sha256sum "$conv" | cut -d' ' -f1)"
+
+    if [[ $FORCE -eq 0 && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        if kubeschemas_verify "$dir" 2>"$log.verify"; then
+            echo "peer kubeschemas: ok ($dir, Kubernetes ${KUBE_SCHEMAS_K8S_VERSIONS[*]} + Istio $ISTIO_API_VERSION CRDs)"
+            return 0
+        fi
+        note "peer kubeschemas: cached schemas failed verification, re-installing:"
+        sed 's/^/    /' "$log.verify" >&2
+    fi
+
+    command -v "$BOOTSTRAP_PYTHON" >/dev/null 2>&1 \
+        || die "peer kubeschemas: '$BOOTSTRAP_PYTHON' not found (set MESHGATE_BOOTSTRAP_PYTHON to a Python >= 3.9)"
+    check_go kubeschemas
+    note "peer kubeschemas: building $dir (log: $log) ..."
+    local t0=$SECONDS
+    rm -rf "$dir"
+    (
+        set -euo pipefail
+        echo "# $(date -u +%FT%TZ) kubeschemas: $want"
+        "$BOOTSTRAP_PYTHON" -m venv "$dir/venv"
+        "$dir/venv/bin/python" -m pip install --no-input --disable-pip-version-check --require-virtualenv \
+            "PyYAML==$PYYAML_VERSION"
+        "$dir/venv/bin/python" -m pip download --no-input --disable-pip-version-check --no-deps \
+            --only-binary=:all: -d "$dir/download" "$KUBE_SCHEMAS_WHEEL"
+        wheel="$(find "$dir/download" -name '*.whl' | head -1)"
+        [[ -n "$wheel" ]] || { echo "pip download left no wheel in $dir/download" >&2; exit 1; }
+        got="$(sha256sum "$wheel" | cut -d' ' -f1)"
+        [[ "$got" == "$KUBE_SCHEMAS_WHEEL_SHA256" ]] \
+            || { echo "$wheel has sha256 $got, pinned $KUBE_SCHEMAS_WHEEL_SHA256" >&2; exit 1; }
+        args=()
+        for v in "${KUBE_SCHEMAS_K8S_VERSIONS[@]}"; do args+=(--version "$v"); done
+        "$dir/venv/bin/python" "$conv" kubernetes --wheel "$wheel" "${args[@]}" --out "$dir"
+        cd "$PEERS_DIR"
+        moddir="$(go_env go mod download -json "$ISTIO_API_MODULE@$ISTIO_API_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+        crds="$moddir/kubernetes/customresourcedefinitions.gen.yaml"
+        [[ -n "$moddir" && -f "$crds" ]] || { echo "go mod download gave no $ISTIO_API_MODULE module with kubernetes/customresourcedefinitions.gen.yaml" >&2; exit 1; }
+        "$dir/venv/bin/python" "$conv" crds --out "$dir" "$crds"
+    ) >"$log" 2>&1 || die_with_log "$log" "peer kubeschemas: building the schemas failed (see $log)"
+    kubeschemas_verify "$dir" 2>>"$log" || die_with_log "$log" "peer kubeschemas: built schemas failed verification"
+    echo "$want" >"$stamp"
+    note "peer kubeschemas: installed in $((SECONDS - t0))s"
+    echo "peer kubeschemas: ok ($dir, Kubernetes ${KUBE_SCHEMAS_K8S_VERSIONS[*]} + Istio $ISTIO_API_VERSION CRDs)"
 }
 
 for peer in "${peers[@]}"; do

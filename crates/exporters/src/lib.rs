@@ -11,6 +11,7 @@
 //! | `prometheusremotewrite` | metrics | Prometheus Remote Write 1.0 |
 //! | `prometheus` | metrics | a scrape endpoint with the current value of every series |
 //! | `parquet` | all | a Hive-partitioned Parquet lake queried by `meshgate query` |
+//! | `loadbalancing` | traces, logs | OTLP/gRPC endpoints chosen by trace id or service on a consistent-hash ring |
 //!
 //! An exporter implements one send attempt ([`meshgate_engine::Exporter::export`]) and maps
 //! the backend's answer to the OTLP rules: partial success becomes
@@ -26,6 +27,7 @@ pub mod debug;
 pub mod elasticsearch;
 pub mod file;
 pub mod jaeger;
+pub mod loadbalancing;
 pub mod otlp;
 pub mod otlphttp;
 pub mod parquet;
@@ -48,6 +50,7 @@ pub fn register(c: meshgate_engine::Components) -> meshgate_engine::Components {
         .exporter(parquet::ParquetExporterFactory)
         .exporter(prometheus::PrometheusRemoteWriteExporterFactory)
         .exporter(prometheus::PrometheusExporterFactory)
+        .exporter(loadbalancing::LoadBalancingExporterFactory)
 }
 
 #[cfg(test)]
@@ -64,6 +67,7 @@ mod tests {
                 "elasticsearch",
                 "file",
                 "jaeger",
+                "loadbalancing",
                 "otlp",
                 "otlphttp",
                 "parquet",
