@@ -8,6 +8,11 @@
 //!   Istio traffic (`meshgate-meshsim`) goes in. Every trace is decided whole on exactly one
 //!   tier-2 instance, and the union of the tier-2 service-graph edges equals the ground truth
 //!   a single instance derives.
+//! - A tier-2 instance leaves the ring (file resolver) and comes back between rounds of
+//!   traffic: nothing lost or doubled, only its third of the traces moves, and moves back.
+//! - A tier-2 instance killed with SIGKILL: its pending share at tier 1 is re-routed once it
+//!   leaves the ring; the loss is exactly what it held in memory, as the counters show.
+//! - `/readyz` answers 503 from the start of a drain while the process still works.
 
 mod common;
 
@@ -443,4 +448,325 @@ fn readyz_goes_unready_at_the_start_of_a_drain() {
     assert!(child.try_wait().unwrap().is_none(), "still draining");
     let status = child.wait().unwrap();
     assert!(status.success() || status.code() == Some(0) || status.code().is_some());
+}
+
+/// Spans of `traces` trace ids, `per_trace` each, with span ids starting at `first_span`.
+fn traces_request(traces: &[[u8; 16]], per_trace: u64, first_span: u64) -> Vec<u8> {
+    use meshgate_pdata::otlp::*;
+    let mut spans = Vec::new();
+    for (i, t) in traces.iter().enumerate() {
+        for j in 0..per_trace {
+            let id = first_span + i as u64 * per_trace + j + 1;
+            spans.push(Span {
+                trace_id: t.to_vec(),
+                span_id: id.to_be_bytes().to_vec(),
+                name: "op".into(),
+                start_time_unix_nano: 1,
+                end_time_unix_nano: 2,
+                ..Default::default()
+            });
+        }
+    }
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![meshgate_pdata::attributes::kv_str("service.name", "svc")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// Which tier-2 instance holds each trace id, over every file output; panics on a span seen
+/// twice.
+fn owners(outs: &[PathBuf]) -> (HashMap<Vec<u8>, HashSet<usize>>, usize) {
+    let mut owner: HashMap<Vec<u8>, HashSet<usize>> = HashMap::new();
+    let mut seen = HashSet::new();
+    for (i, out) in outs.iter().enumerate() {
+        for p in read_jsonl(out, Signal::Traces) {
+            let Payload::Traces(t) = p else { continue };
+            for rs in &t.resource_spans {
+                for ss in &rs.scope_spans {
+                    for s in &ss.spans {
+                        assert!(seen.insert(s.span_id.clone()), "a span arrived twice");
+                        owner.entry(s.trace_id.clone()).or_default().insert(i);
+                    }
+                }
+            }
+        }
+    }
+    (owner, seen.len())
+}
+
+/// A tier-2 instance leaves the ring (the file resolver drops it) and comes back while traffic
+/// flows: nothing is lost or doubled, only the leaving instance's traces move (about a third),
+/// and they move back when it returns.
+#[test]
+fn removing_and_adding_back_a_tier_two_instance_moves_only_its_share() {
+    let dir = Scratch::new("scale_ring");
+    let mut tier2 = Vec::new();
+    let mut endpoints = Vec::new();
+    let mut outs = Vec::new();
+    for i in 0..3 {
+        let grpc = free_port();
+        let out = dir.path(&format!("tier2-{i}.jsonl"));
+        let cfg = format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc}\n\
+             exporters:\n  file:\n    path: {}\n    flush_interval: 100ms\n\
+             service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [file]\n",
+            out.display()
+        );
+        tier2.push(Gateway::start(&dir, &format!("tier2-{i}"), &cfg));
+        endpoints.push(format!("127.0.0.1:{grpc}"));
+        outs.push(out);
+    }
+    let list = dir.path("endpoints.txt");
+    std::fs::write(&list, endpoints.join("\n") + "\n").unwrap();
+    let http = free_port();
+    let cfg = format!(
+        "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:{http}\n\
+         exporters:\n  loadbalancing:\n    protocol:\n      otlp:\n        timeout: 2s\n    \
+         resolver:\n      file:\n        path: {}\n        interval: 100ms\n\
+         service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [loadbalancing]\n",
+        list.display()
+    );
+    let mut tier1 = Gateway::start(&dir, "tier1", &cfg);
+    let endpoints_now = |n: f64| {
+        tier1.wait_metrics(Duration::from_secs(10), |m| {
+            m.sum("meshgate_exporter_loadbalancing_endpoints", &[]) == n
+        });
+    };
+    endpoints_now(3.0);
+
+    let traces: Vec<[u8; 16]> = (0..600u64)
+        .map(|i| {
+            let mut t = [0u8; 16];
+            t[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+            t[8..].copy_from_slice(&(i + 1).to_be_bytes());
+            t
+        })
+        .collect();
+    let post = |first_span: u64| {
+        for (k, chunk) in traces.chunks(100).enumerate() {
+            let body = traces_request(chunk, 2, first_span + k as u64 * 1000);
+            let (status, _, answer) = http_request(
+                http,
+                "POST",
+                "/v1/traces",
+                &[("Content-Type", "application/x-protobuf")],
+                &body,
+            )
+            .expect("POST to tier 1");
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        }
+    };
+    let wait_spans = |want: usize| {
+        let start = Instant::now();
+        loop {
+            let (_, n) = owners(&outs);
+            if n == want {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{n} spans arrived, want {want}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Round 1 on three instances.
+    post(0);
+    wait_spans(1200);
+    let (first, _) = owners(&outs);
+    let owner1: HashMap<Vec<u8>, usize> = first
+        .iter()
+        .map(|(t, o)| (t.clone(), *o.iter().next().unwrap()))
+        .collect();
+    assert!(
+        first.values().all(|o| o.len() == 1),
+        "a trace split over instances"
+    );
+
+    // Instance 2 leaves; round 2 with the same trace ids.
+    std::fs::write(&list, format!("{}\n{}\n", endpoints[0], endpoints[1])).unwrap();
+    endpoints_now(2.0);
+    post(1_000_000);
+    wait_spans(2400);
+    let (second, _) = owners(&outs);
+    let mut moved = 0;
+    for (t, o) in &second {
+        let before = owner1[t];
+        if before == 2 {
+            assert_eq!(o.len(), 2, "a trace of the leaving instance moved once");
+            moved += 1;
+        } else {
+            assert_eq!(o.len(), 1, "a trace of a staying instance did not move");
+        }
+    }
+    let share = moved as f64 / traces.len() as f64;
+    assert!(
+        (0.2..0.47).contains(&share),
+        "{moved} of {} traces moved",
+        traces.len()
+    );
+
+    // It comes back; round 3 goes where round 1 went.
+    std::fs::write(&list, endpoints.join("\n") + "\n").unwrap();
+    endpoints_now(3.0);
+    let before: HashMap<Vec<u8>, HashSet<usize>> = second;
+    post(2_000_000);
+    wait_spans(3600);
+    let (third, _) = owners(&outs);
+    for (t, o) in &third {
+        assert_eq!(
+            o.len(),
+            before[t].len() + usize::from(!before[t].contains(&owner1[t]))
+        );
+        assert!(o.contains(&owner1[t]));
+    }
+    let m = tier1.metrics();
+    assert!(m.sum("meshgate_exporter_loadbalancing_ring_changes_total", &[]) >= 2.0);
+    assert!(tier1.stop().success());
+    for gw in &mut tier2 {
+        assert!(gw.stop().success());
+    }
+}
+
+/// A tier-2 instance killed with SIGKILL while traffic flows: what tier 1 had not delivered to
+/// it yet is re-routed to the survivors once it leaves the ring (as its DNS record would), and
+/// the loss is exactly what it held in memory (accepted, not yet exported), which tier 1's
+/// per-endpoint `sent` count minus the instance's own output accounts for.
+#[test]
+fn a_tier_two_instance_killed_loses_only_what_it_held() {
+    let dir = Scratch::new("scale_kill");
+    let mut endpoints = Vec::new();
+    let mut outs = Vec::new();
+    let mut survivors = Vec::new();
+    let mut victim = None;
+    for i in 0..3 {
+        let grpc = free_port();
+        let out = dir.path(&format!("tier2-{i}.jsonl"));
+        // The batch holds spans in memory for a while: what a crash loses.
+        let cfg = format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc}\n\
+             processors:\n  batch:\n    timeout: 3s\n\
+             exporters:\n  file:\n    path: {}\n    flush_interval: 100ms\n\
+             service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [file]\n",
+            out.display()
+        );
+        if i == 2 {
+            let admin = free_port();
+            let path = dir.path("victim.yaml");
+            std::fs::write(
+                &path,
+                format!("{cfg}  telemetry:\n    admin:\n      endpoint: 127.0.0.1:{admin}\n"),
+            )
+            .unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_meshgate"))
+                .args(["run", "-c"])
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start the victim");
+            let start = Instant::now();
+            while http_get(admin, "/readyz").map(|r| r.0).ok() != Some(200) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "victim never ready"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            victim = Some(child);
+        } else {
+            survivors.push(Gateway::start(&dir, &format!("tier2-{i}"), &cfg));
+        }
+        endpoints.push(format!("127.0.0.1:{grpc}"));
+        outs.push(out);
+    }
+    let mut victim = victim.unwrap();
+    let list = dir.path("endpoints.txt");
+    std::fs::write(&list, endpoints.join("\n") + "\n").unwrap();
+    let http = free_port();
+    let cfg = format!(
+        "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:{http}\n\
+         exporters:\n  loadbalancing:\n    protocol:\n      otlp:\n        timeout: 1s\n        \
+         retry_on_failure:\n          initial_interval: 100ms\n          max_interval: 200ms\n    \
+         resolver:\n      file:\n        path: {}\n        interval: 100ms\n\
+         service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [loadbalancing]\n",
+        list.display()
+    );
+    let mut tier1 = Gateway::start(&dir, "tier1", &cfg);
+    let traces: Vec<[u8; 16]> = (0..300u64)
+        .map(|i| {
+            let mut t = [0u8; 16];
+            t[..8].copy_from_slice(&i.wrapping_mul(0xD6E8_FEB8_6659_FD93).to_be_bytes());
+            t[8..].copy_from_slice(&(i + 7).to_be_bytes());
+            t
+        })
+        .collect();
+    let post = |first_span: u64| {
+        let (status, _, answer) = http_request(
+            http,
+            "POST",
+            "/v1/traces",
+            &[("Content-Type", "application/x-protobuf")],
+            &traces_request(&traces, 2, first_span),
+        )
+        .expect("POST to tier 1");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    };
+    let victim_endpoint = [("endpoint", endpoints[2].as_str())];
+    // Round 1 reaches all three; the victim holds its share in its batch.
+    post(0);
+    let m = tier1.wait_metrics(Duration::from_secs(10), |m| {
+        m.sum(
+            "meshgate_exporter_loadbalancing_items_total",
+            &[("outcome", "sent")],
+        ) == 600.0
+    });
+    let delivered_to_victim = m.sum(
+        "meshgate_exporter_loadbalancing_items_total",
+        &[victim_endpoint[0], ("outcome", "sent")],
+    );
+    assert!(delivered_to_victim > 0.0);
+    victim.kill().expect("SIGKILL the victim");
+    let _ = victim.wait();
+    // Round 2 while it is dead but still listed: its share waits and retries at tier 1 ...
+    post(1_000_000);
+    std::thread::sleep(Duration::from_millis(500));
+    // ... until it leaves the ring; then the share moves to the survivors.
+    std::fs::write(&list, format!("{}\n{}\n", endpoints[0], endpoints[1])).unwrap();
+    let m = tier1.wait_metrics(Duration::from_secs(15), |m| {
+        m.sum("meshgate_exporter_loadbalancing_endpoints", &[]) == 2.0
+            && m.sum("meshgate_exporter_loadbalancing_queue_items", &[]) == 0.0
+    });
+    let rerouted = m.sum(
+        "meshgate_exporter_loadbalancing_items_total",
+        &[victim_endpoint[0], ("outcome", "rerouted")],
+    );
+    assert!(
+        rerouted > 0.0,
+        "the dead instance's round-2 share was re-routed"
+    );
+    for gw in &mut survivors {
+        assert!(gw.stop().success());
+    }
+    assert!(tier1.stop().success());
+    let (_, arrived) = owners(&outs);
+    let victim_out = owners(&outs[2..]).1 as f64;
+    let lost = 1200.0 - arrived as f64;
+    // Everything of round 2 arrived; the loss is what the victim accepted and never exported.
+    assert_eq!(
+        lost,
+        delivered_to_victim - victim_out,
+        "loss = delivered to it - its output"
+    );
+    assert!(lost <= delivered_to_victim);
 }
