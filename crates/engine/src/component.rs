@@ -162,6 +162,13 @@ pub trait Exporter: Send + Sync + 'static {
     async fn export(&self, data: &Payload) -> Result<Exported, ExportError>;
     /// Called once after the queue drained, to flush and close connections or files.
     async fn shutdown(&self) {}
+    /// Items this exporter accepted from the engine (counted `sent` there) but could not
+    /// deliver by the end of [`Exporter::shutdown`]: an exporter with queues of its own (the
+    /// `loadbalancing` exporter's per-endpoint queues) reports them here, so the drain report
+    /// does not look complete when it was not. Read once, after `shutdown` returned.
+    fn undelivered(&self) -> u64 {
+        0
+    }
     /// The largest request the backend accepts, in protobuf-encoded bytes. Batches above it
     /// are split before they are queued, so a retry never resends a piece twice.
     fn max_request_bytes(&self) -> Option<usize> {

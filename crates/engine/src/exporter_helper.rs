@@ -297,10 +297,12 @@ pub fn start(
         counters: counters.clone(),
         queue_items: queue_items.clone(),
     });
+    let undelivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let stats = ExporterStats {
         id: id.to_string(),
         counters: counters.clone(),
         queue_items: queue_items.clone(),
+        undelivered: undelivered.clone(),
     };
     let rx = Arc::new(Mutex::new(rx));
     let id = id.to_string();
@@ -322,6 +324,7 @@ pub fn start(
             let _ = w.await;
         }
         exporter.shutdown().await;
+        undelivered.store(exporter.undelivered(), std::sync::atomic::Ordering::SeqCst);
     });
     (handle, stats, task)
 }
@@ -331,6 +334,7 @@ pub struct ExporterStats {
     id: String,
     counters: Arc<[SignalCounters; 3]>,
     queue_items: Gauge,
+    undelivered: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ExporterStats {
@@ -344,6 +348,11 @@ impl ExporterStats {
             .iter()
             .map(|c| c.dropped[DropReason::Shutdown as usize].get())
             .sum()
+    }
+    /// Items the exporter had counted as sent but lost inside its own queues at shutdown
+    /// ([`crate::Exporter::undelivered`]).
+    pub fn undelivered(&self) -> u64 {
+        self.undelivered.load(std::sync::atomic::Ordering::SeqCst)
     }
     /// Items sent so far, all signals.
     pub fn sent(&self) -> u64 {

@@ -507,13 +507,12 @@ impl Service {
             self.hard_stop.trigger();
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let dropped: u64 = self
-            .exporter_stats
-            .iter()
-            .map(|s| s.dropped_on_shutdown() + s.queued().max(0) as u64)
-            .sum();
+        let lost_by = |s: &ExporterStats| {
+            s.dropped_on_shutdown() + s.queued().max(0) as u64 + s.undelivered()
+        };
+        let dropped: u64 = self.exporter_stats.iter().map(lost_by).sum();
         for s in &self.exporter_stats {
-            let lost = s.dropped_on_shutdown() + s.queued().max(0) as u64;
+            let lost = lost_by(s);
             if lost > 0 {
                 warn!(exporter = %s.id(), items = lost, "could not deliver before the drain timeout");
             }

@@ -204,6 +204,10 @@ impl Exporter for LoadBalancingExporter {
         }
         self.router.shutdown().await;
     }
+
+    fn undelivered(&self) -> u64 {
+        self.router.dropped_on_shutdown()
+    }
 }
 
 impl Drop for LoadBalancingExporter {

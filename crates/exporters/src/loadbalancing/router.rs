@@ -692,6 +692,22 @@ impl Router {
         }
     }
 
+    /// Items dropped at shutdown over every endpoint, current and retired: what the engine
+    /// counted as sent but no endpoint received.
+    pub fn dropped_on_shutdown(&self) -> u64 {
+        let retired: u64 = lock(&self.retired)
+            .iter()
+            .map(|e| e.counters.dropped_on_shutdown())
+            .sum();
+        let current: u64 = self
+            .current()
+            .endpoints
+            .iter()
+            .map(|e| e.counters.dropped_on_shutdown())
+            .sum();
+        retired + current
+    }
+
     /// Stops every sender at once (the exporter was dropped without a drain).
     pub fn abort(&self) {
         for e in lock(&self.retired).iter() {
