@@ -11,6 +11,7 @@ pub mod json;
 pub mod mesh;
 mod payload;
 pub mod rpc;
+pub mod sampling;
 pub mod validate;
 
 pub use payload::{Payload, Signal};

@@ -54,6 +54,11 @@ pub const REQUEST_FAILED_TOTAL: &str = "traces_service_graph_request_failed_tota
 pub const REQUEST_SERVER_SECONDS: &str = "traces_service_graph_request_server_seconds";
 /// `traces_service_graph_request_client_seconds`.
 pub const REQUEST_CLIENT_SECONDS: &str = "traces_service_graph_request_client_seconds";
+/// `traces_service_graph_request_network_seconds`: meshgate's addition, not a Tempo or
+/// OpenTelemetry Collector metric. The network latency of paired calls: client span duration
+/// minus server span duration, clamped at 0; same labels and buckets as the others, only on
+/// paired series (`connection_type=""`).
+pub const REQUEST_NETWORK_SECONDS: &str = "traces_service_graph_request_network_seconds";
 /// The data-point attribute naming the gateway instance (shared with `spanmetrics`).
 pub const INSTANCE_ID_ATTRIBUTE: &str = "meshgate.instance.id";
 /// `service.name` of the emitted resource, so Prometheus gives the series `job="meshgate"`.
@@ -105,6 +110,8 @@ struct Series {
     failed: u64,
     client: Option<ExplicitHistogram>,
     server: Option<ExplicitHistogram>,
+    /// Client minus server duration, for paired calls only.
+    network: Option<ExplicitHistogram>,
 }
 
 /// Facts about a span id learnt from the request being read.
@@ -425,7 +432,12 @@ impl ServiceGraph {
         Half {
             side,
             duration: d as f64 / 1e9,
-            weight: 1,
+            // Sampling-adjusted count (`ot=th:` in the trace state), 1 without one.
+            weight: if span.trace_state.is_empty() {
+                1
+            } else {
+                meshgate_pdata::sampling::weight(&span.trace_state, &span.span_id)
+            },
             expires: now.saturating_add(self.ttl),
             peer: None,
             conn: Conn::Virtual,
@@ -770,6 +782,7 @@ impl ServiceGraph {
             failed: 0,
             client: None,
             server: None,
+            network: None,
         });
         s.last = now;
         s.total += obs.weight;
@@ -784,6 +797,11 @@ impl ServiceGraph {
         }
         if let Some(v) = obs.server {
             s.server
+                .get_or_insert_with(|| ExplicitHistogram::new(bounds))
+                .record(bounds, v, obs.weight);
+        }
+        if let Some(v) = obs.network() {
+            s.network
                 .get_or_insert_with(|| ExplicitHistogram::new(bounds))
                 .record(bounds, v, obs.weight);
         }
@@ -918,6 +936,13 @@ impl ServiceGraph {
                 REQUEST_CLIENT_SECONDS,
                 "Duration of the client span of requests between two services.",
                 |s| s.client.as_ref(),
+            ),
+            histogram(
+                REQUEST_NETWORK_SECONDS,
+                "Network latency of requests between two services: client span duration minus \
+                 server span duration (at least 0), for paired calls only. A meshgate metric, \
+                 not a Tempo one.",
+                |s| s.network.as_ref(),
             ),
         ];
         metrics.retain(|m| match &m.data {

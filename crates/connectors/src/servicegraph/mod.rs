@@ -3,9 +3,12 @@
 //! and a size), and emits the Tempo / OpenTelemetry Collector edge metrics
 //! (`traces_service_graph_request_total`, `..._failed_total`, `..._server_seconds`,
 //! `..._client_seconds` with `client`, `server`, `connection_type` and configured
-//! dimensions) into the metrics pipelines it feeds. The same state answers
-//! `GET /api/v1/topology?window=5m` on the admin endpoint: nodes and edges with request rate,
-//! error rate and latency percentiles.
+//! dimensions) into the metrics pipelines it feeds, plus meshgate's own
+//! `traces_service_graph_request_network_seconds` (client minus server duration of paired
+//! calls, not a Tempo metric). The same state answers `GET /api/v1/topology?window=5m` on the
+//! admin endpoint: nodes and edges with request rate, error rate and latency percentiles
+//! (`format=json`, the default), or the same as Grafana's node graph panel reads
+//! (`format=nodegraph`, see `topology::nodegraph`).
 //!
 //! Mesh shapes it understands: Zipkin shared span ids, Envoy sidecars interleaved with
 //! application spans, Linkerd's four spans per hop, uninstrumented peers (virtual nodes from
@@ -28,6 +31,7 @@ mod topology;
 
 pub use config::ServiceGraphConfig;
 pub use graph::{ServiceGraph, Stats};
+use topology::Format;
 
 use meshgate_engine::admin::{ApiRequest, ApiResponse};
 use meshgate_engine::telemetry::{Counter, Gauge, Registry};
@@ -110,8 +114,13 @@ fn topology_response(
     now: SystemTime,
 ) -> ApiResponse {
     let g = lock(graph);
-    match topology::parse_window(&req.query, g.topology_retention()) {
-        Ok(window) => ApiResponse::json(&g.topology(window, now)),
+    let parsed = topology::parse_window(&req.query, g.topology_retention())
+        .and_then(|w| Ok((w, topology::parse_format(&req.query)?)));
+    match parsed {
+        Ok((window, Format::Json)) => ApiResponse::json(&g.topology(window, now)),
+        Ok((window, Format::NodeGraph)) => {
+            ApiResponse::json(&topology::nodegraph(&g.topology(window, now)))
+        }
         Err(e) => ApiResponse::error(400, e),
     }
 }

@@ -3,8 +3,8 @@
 
 use super::config::SpanSelection;
 use super::graph::{
-    INSTANCE_ID_ATTRIBUTE, REQUEST_CLIENT_SECONDS, REQUEST_FAILED_TOTAL, REQUEST_SERVER_SECONDS,
-    REQUEST_TOTAL, RESOURCE_SERVICE_NAME, SCOPE_NAME,
+    INSTANCE_ID_ATTRIBUTE, REQUEST_CLIENT_SECONDS, REQUEST_FAILED_TOTAL, REQUEST_NETWORK_SECONDS,
+    REQUEST_SERVER_SECONDS, REQUEST_TOTAL, RESOURCE_SERVICE_NAME, SCOPE_NAME,
 };
 use super::*;
 use meshgate_engine::{ApiRoutes, BuildContext};
@@ -14,6 +14,7 @@ use meshgate_pdata::otlp::{
     ScopeSpans, Span, Status, any_value, metric, number_data_point, span::SpanKind,
     status::StatusCode,
 };
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -1087,6 +1088,7 @@ fn metric_names_labels_units_and_resource_are_exact() {
             ("traces_service_graph_request_failed_total", "{request}"),
             ("traces_service_graph_request_server_seconds", "s"),
             ("traces_service_graph_request_client_seconds", "s"),
+            ("traces_service_graph_request_network_seconds", "s"),
         ]
     );
     let want: BTreeMap<String, String> = [
@@ -1250,6 +1252,227 @@ fn topology_sums_the_buckets_of_the_window() {
     assert_eq!(t["edges"].as_array().unwrap().len(), 0);
 }
 
+/// Paired calls `a -> b` with client/server durations in ms (and a failure on the `failed`
+/// ones), a root server span on `a` and an unpaired database call from `b`, expired at 265 s.
+fn network_graph(pairs: &[(u64, u64, bool)]) -> ServiceGraph {
+    let mut g = graph(cfg());
+    for (i, (c_ms, s_ms, failed)) in pairs.iter().enumerate() {
+        let t = i as u8;
+        let mut s = server("b", t, 2, Some(1), *s_ms);
+        if *failed {
+            s.span.attributes.push(kv_str("http.status_code", "500"));
+        }
+        g.consume(&request(&[&client("a", t, 1, None, *c_ms), &s]), at(100.0));
+    }
+    g.consume(&request(&[&server("a", 200, 1, None, 50)]), at(250.0));
+    let db = item(
+        &svc("b"),
+        SpanKind::Client,
+        201,
+        1,
+        None,
+        5,
+        &[("db.system", "redis"), ("db.name", "cache")],
+    );
+    g.consume(&request(&[&db]), at(250.0));
+    g.expire(at(265.0));
+    g
+}
+
+#[test]
+fn network_latency_is_client_minus_server_per_paired_edge() {
+    // 37-20 = 17 ms, 300-50 = 250 ms, 10-25 clamps to 0.
+    let mut g = network_graph(&[(37, 20, false), (300, 50, false), (10, 25, false)]);
+    let m = g.collect(at(270.0));
+    let Some(metric::Data::Histogram(h)) = metric(&m, REQUEST_NETWORK_SECONDS) else {
+        panic!("no {REQUEST_NETWORK_SECONDS}");
+    };
+    assert_eq!(h.data_points.len(), 1, "only the paired edge has one");
+    let p = &h.data_points[0];
+    assert_eq!(edge_name(&p.attributes), "a->b:");
+    assert_eq!(p.explicit_bounds, crate::histogram::DEFAULT_BOUNDS_SECONDS);
+    // Bounds 0.002 .. 0.01, 0.05, 0.1, 0.2, 0.4, ...: 0 in the first bucket, 0.017 in
+    // (0.01, 0.05], 0.25 in (0.2, 0.4].
+    let mut want = vec![0u64; p.explicit_bounds.len() + 1];
+    want[0] = 1;
+    want[5] = 1;
+    want[8] = 1;
+    assert_eq!(p.bucket_counts, want);
+    assert_eq!(p.count, 3);
+    assert!((p.sum.unwrap() - 0.267).abs() < 1e-9, "{:?}", p.sum);
+    assert_eq!(p.min, Some(0.0));
+    assert!((p.max.unwrap() - 0.25).abs() < 1e-9, "{:?}", p.max);
+    // The other histograms still carry every edge.
+    assert_eq!(histogram(&m, REQUEST_CLIENT_SECONDS).len(), 2);
+    assert_eq!(histogram(&m, REQUEST_SERVER_SECONDS).len(), 2);
+
+    let t = g.topology(Duration::from_secs(300), at(300.0));
+    let edge = |id: &str| {
+        t["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let net = &edge("a->b")["network_latency_seconds"];
+    let (p50, p99) = (net["p50"].as_f64().unwrap(), net["p99"].as_f64().unwrap());
+    assert!((0.01..=0.05).contains(&p50), "{net}");
+    assert!((0.2..=0.25 + 1e-9).contains(&p99), "{net}");
+    assert!(edge("user->a")["network_latency_seconds"].is_null());
+    assert!(edge("b->cache")["network_latency_seconds"].is_null());
+}
+
+#[test]
+fn nodegraph_has_grafanas_fields_and_the_topology_numbers() {
+    let g = network_graph(&[
+        (30, 20, false),
+        (30, 20, true),
+        (30, 20, false),
+        (30, 20, false),
+    ]);
+    let topo = g.topology(Duration::from_secs(300), at(300.0));
+    let ng = topology::nodegraph(&topo);
+    assert_eq!(
+        ng.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["edges", "nodes"]
+    );
+    let nodes = ng["nodes"].as_array().unwrap();
+    let edges = ng["edges"].as_array().unwrap();
+    let node_fields = [
+        "id",
+        "title",
+        "subtitle",
+        "mainstat",
+        "secondarystat",
+        "arc__success",
+        "arc__failed",
+        "detail__kind",
+        "detail__namespace",
+        "detail__requests",
+        "detail__failed",
+        "detail__error_rate",
+        "detail__p50_ms",
+        "detail__p99_ms",
+    ];
+    let ids: std::collections::BTreeSet<&str> =
+        nodes.iter().map(|n| n["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), nodes.len(), "node ids are unique");
+    assert_eq!(
+        ids.iter().copied().collect::<Vec<_>>(),
+        ["a", "b", "cache", "user"]
+    );
+    for n in nodes {
+        let mut keys: Vec<&str> = n.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        keys.sort_unstable();
+        let mut want = node_fields.to_vec();
+        want.sort_unstable();
+        assert_eq!(keys, want, "every row has every field: {n}");
+        let (ok, bad) = (
+            n["arc__success"].as_f64().unwrap(),
+            n["arc__failed"].as_f64().unwrap(),
+        );
+        assert!((ok + bad - 1.0).abs() < 1e-12, "arcs sum to 1: {n}");
+        assert!(
+            (0.0..=1.0).contains(&ok) && (0.0..=1.0).contains(&bad),
+            "{n}"
+        );
+    }
+    let node = |id: &str| nodes.iter().find(|n| n["id"] == id).unwrap();
+    let b = node("b");
+    assert_eq!(b["title"], "b");
+    assert_eq!(b["subtitle"], "service", "the kind without a namespace");
+    assert_eq!(b["mainstat"], 4.0 / 300.0);
+    assert_eq!(b["arc__failed"], 0.25);
+    assert_eq!(b["arc__success"], 0.75);
+    assert_eq!(b["detail__requests"], 4);
+    assert_eq!(b["detail__failed"], 1);
+    let p95 = topo["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "b")
+        .unwrap()["latency_seconds"]["p95"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(b["secondarystat"], p95 * 1000.0);
+    assert!((10.0..=20.0).contains(&(p95 * 1000.0)), "{b}");
+    let user = node("user");
+    assert_eq!(
+        (&user["subtitle"], &user["mainstat"], &user["secondarystat"]),
+        (&json!("user"), &json!(0.0), &serde_json::Value::Null)
+    );
+    assert_eq!(
+        (&user["arc__success"], &user["arc__failed"]),
+        (&json!(1.0), &json!(0.0)),
+        "nothing served: all success"
+    );
+    assert_eq!(node("cache")["subtitle"], "database");
+
+    let mut edge_ids = std::collections::BTreeSet::new();
+    for e in edges {
+        assert!(
+            edge_ids.insert(e["id"].as_str().unwrap()),
+            "edge ids are unique"
+        );
+        for end in ["source", "target"] {
+            assert!(ids.contains(e[end].as_str().unwrap()), "{end} of {e}");
+        }
+        for f in ["mainstat", "secondarystat", "detail__network_p95_ms"] {
+            assert!(e.get(f).is_some(), "{f} in {e}");
+        }
+    }
+    let edge = |id: &str| edges.iter().find(|e| e["id"] == id).unwrap();
+    let ab = edge("a->b");
+    assert_eq!((&ab["source"], &ab["target"]), (&json!("a"), &json!("b")));
+    assert_eq!(ab["mainstat"], 4.0 / 300.0);
+    let server_p95 = topo["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == "a->b")
+        .unwrap()["server_latency_seconds"]["p95"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(ab["secondarystat"], server_p95 * 1000.0);
+    assert_eq!(ab["detail__error_rate"], 0.25);
+    assert!(ab["detail__network_p95_ms"].as_f64().unwrap() > 0.0);
+    // Without a server span the edge shows what its caller saw.
+    let db = edge("b->cache");
+    assert!(db["detail__server_p95_ms"].is_null());
+    assert_eq!(db["secondarystat"], db["detail__client_p95_ms"]);
+    assert!(db["secondarystat"].as_f64().unwrap() <= 6.0);
+    assert!(db["detail__network_p95_ms"].is_null());
+}
+
+#[test]
+fn nodegraph_subtitle_is_the_namespace_when_known() {
+    let mut g = graph(cfg());
+    let c = item(
+        &[("service.name", "web"), ("service.namespace", "shop")],
+        SpanKind::Client,
+        1,
+        1,
+        None,
+        3,
+        &[],
+    );
+    g.consume(&request(&[&c, &server("api", 1, 2, Some(1), 2)]), at(0.0));
+    let ng = topology::nodegraph(&g.topology(Duration::from_secs(60), at(10.0)));
+    let web = ng["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "web.shop")
+        .unwrap();
+    assert_eq!(
+        (&web["title"], &web["subtitle"]),
+        (&json!("web"), &json!("shop"))
+    );
+    assert_eq!(web["detail__namespace"], "shop");
+}
+
 #[test]
 fn the_connector_emits_metrics_serves_topology_and_reports_itself() {
     let registry = meshgate_engine::Registry::new();
@@ -1295,6 +1518,39 @@ fn the_connector_emits_metrics_serves_topology_and_reports_itself() {
     );
     assert_eq!(bad.status, 400);
     assert!(bad.body.contains("window"), "{}", bad.body);
+    let call = |pairs: &[(&str, &str)]| {
+        api.call(
+            TOPOLOGY_PATH,
+            &ApiRequest {
+                query: pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+        )
+    };
+    let ng = call(&[("window", "1m"), ("format", "nodegraph")]);
+    assert_eq!(ng.status, 200, "{}", ng.body);
+    let ngv: serde_json::Value = serde_json::from_str(&ng.body).unwrap();
+    assert_eq!(ngv["edges"][0]["id"], "a->b");
+    assert_eq!(
+        ngv["edges"][0]["mainstat"],
+        1.0 / 60.0,
+        "the window applies"
+    );
+    assert_eq!(ngv["nodes"][1]["title"], "b");
+    let json_format = call(&[("window", "1m"), ("format", "json")]);
+    let explicit: serde_json::Value = serde_json::from_str(&json_format.body).unwrap();
+    assert_eq!(
+        (&explicit["nodes"], &explicit["edges"]),
+        (&v["nodes"], &v["edges"]),
+        "json is the default"
+    );
+    let bad = call(&[("format", "graphviz")]);
+    assert_eq!(bad.status, 400);
+    for want in ["`format`", "graphviz", "`json`", "`nodegraph`"] {
+        assert!(bad.body.contains(want), "{want} in {}", bad.body);
+    }
 
     c.flush(&mut out);
     assert_eq!(out.len(), 1);
@@ -1454,4 +1710,27 @@ fn servicegraph_throughput() {
     if !cfg!(debug_assertions) {
         assert!(rate > 400_000.0, "{rate:.0} spans/s");
     }
+}
+
+#[test]
+fn head_sampled_calls_count_with_their_adjusted_count() {
+    let mut c = client("frontend", 9, 1, None, 30);
+    let mut s = server("backend", 9, 2, Some(1), 20);
+    c.span.trace_state = "ot=th:c".into(); // kept at 25 %: stands for 4 calls
+    s.span.trace_state = "ot=th:c".into();
+    let plain_c = client("frontend", 8, 1, None, 30);
+    let plain_s = server("backend", 8, 2, Some(1), 20);
+    let mut g = graph(cfg());
+    g.consume(&request(&[&c, &s, &plain_c, &plain_s]), at(0.0));
+    let m = g.collect(at(1.0));
+    assert_eq!(
+        counter(&m, REQUEST_TOTAL),
+        map(&[("frontend->backend:", 5)])
+    );
+    assert_eq!(
+        histogram(&m, REQUEST_SERVER_SECONDS)["frontend->backend:"].0,
+        5
+    );
+    let topo = g.topology(Duration::from_secs(60), at(1.0));
+    assert_eq!(topo["edges"][0]["requests"], 5);
 }

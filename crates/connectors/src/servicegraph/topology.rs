@@ -46,6 +46,18 @@ pub(crate) struct Observation {
     pub weight: u64,
 }
 
+impl Observation {
+    /// The network latency of a paired call: client duration minus server duration, clamped
+    /// at 0 (clock skew and rounding can make the server span look longer). `None` unless both
+    /// sides were seen, so only paired edges have it.
+    pub fn network(&self) -> Option<f64> {
+        match (self.client, self.server) {
+            (Some(c), Some(s)) => Some((c - s).max(0.0)),
+            _ => None,
+        }
+    }
+}
+
 /// Latencies of one side in one bucket.
 #[derive(Default)]
 struct Lat {
@@ -94,6 +106,8 @@ struct Bucket {
     failed: u64,
     client: Lat,
     server: Lat,
+    /// Client minus server duration of paired calls.
+    network: Lat,
 }
 
 /// Per node pair buckets.
@@ -154,6 +168,7 @@ impl Topology {
                 failed: 0,
                 client: Lat::default(),
                 server: Lat::default(),
+                network: Lat::default(),
             });
             while buckets.len() as u64 > self.keep {
                 buckets.pop_front();
@@ -174,6 +189,9 @@ impl Topology {
         }
         if let Some(v) = obs.server {
             b.server.record(bounds, v, obs.weight);
+        }
+        if let Some(v) = obs.network() {
+            b.network.record(bounds, v, obs.weight);
         }
     }
 
@@ -207,7 +225,7 @@ impl Topology {
         let mut edges_json: BTreeMap<String, Json> = BTreeMap::new();
         for ((c, s), buckets) in &self.edges {
             let (mut classes, mut requests, mut failed) = (0u8, 0u64, 0u64);
-            let (mut ch, mut sh) = (empty_hist(), empty_hist());
+            let (mut ch, mut sh, mut nh) = (empty_hist(), empty_hist(), empty_hist());
             for b in buckets
                 .iter()
                 .rev()
@@ -219,6 +237,7 @@ impl Topology {
                 failed += b.failed;
                 b.client.add_to(&mut ch);
                 b.server.add_to(&mut sh);
+                b.network.add_to(&mut nh);
             }
             if classes == 0 {
                 continue;
@@ -247,6 +266,7 @@ impl Topology {
                     "error_rate": ratio(failed, requests),
                     "client_latency_seconds": quantiles(&ch, bounds),
                     "server_latency_seconds": quantiles(&sh, bounds),
+                    "network_latency_seconds": quantiles(&nh, bounds),
                 }),
             );
             // Kinds, strongest first: a node that sent or served a traced request is a
@@ -368,14 +388,105 @@ pub(crate) fn parse_window(
     if w.is_zero() {
         return Err("invalid `window` parameter: it must be greater than 0, e.g. `5m`".into());
     }
-    if let Some(f) = query.get("format")
-        && f != "json"
-    {
-        return Err(format!(
-            "unsupported `format` parameter `{f}`; this version serves `json` only"
-        ));
-    }
     Ok(w.min(retention))
+}
+
+/// The shapes the topology API answers in, chosen by its `format` query parameter, so one
+/// endpoint serves both meshgate's own JSON and what Grafana's node graph panel reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// `format=json` or no parameter: the topology JSON of [`Topology::query`].
+    Json,
+    /// `format=nodegraph`: Grafana's node graph shape, see [`nodegraph`].
+    NodeGraph,
+}
+
+/// Parses the `format` query parameter: absent or `json`, or `nodegraph`.
+pub(crate) fn parse_format(query: &BTreeMap<String, String>) -> Result<Format, String> {
+    match query.get("format").map(String::as_str) {
+        None | Some("json") => Ok(Format::Json),
+        Some("nodegraph") => Ok(Format::NodeGraph),
+        Some(other) => Err(format!(
+            "unsupported `format` parameter `{other}`; accepted values are `json` (the default) \
+             and `nodegraph` (Grafana's node graph panel)"
+        )),
+    }
+}
+
+/// Reshapes the topology JSON of [`Topology::query`] into Grafana's node graph panel data:
+/// `{"nodes": [...], "edges": [...]}`, one row per node and edge with the panel's field names,
+/// so a JSON data source (e.g. Infinity with root `nodes` / `edges`) feeds the panel directly.
+///
+/// Nodes: `id`; `title` the service name; `subtitle` the namespace, else the kind
+/// (`service`, `database`, `messaging`, `virtual`, `user`); `mainstat` requests per second
+/// served; `secondarystat` p95 latency in milliseconds (null without a measured request);
+/// `arc__success` and `arc__failed` the success and error fractions of the requests served,
+/// summing to 1 (1 and 0 for a node that served nothing); `detail__*` fields shown when the
+/// node is clicked. Edges: `id` (`source->target`), `source`, `target` (node ids);
+/// `mainstat` requests per second; `secondarystat` p95 server latency in milliseconds, or
+/// the client's p95 for edges without a server span (virtual nodes, databases, messaging);
+/// `detail__*` fields. Every row carries every field (null where unknown), so the data
+/// frame's columns do not depend on the first row.
+pub(crate) fn nodegraph(topology: &Json) -> Json {
+    let rows = |key: &str| topology[key].as_array().map_or(&[][..], Vec::as_slice);
+    let nodes: Vec<Json> = rows("nodes")
+        .iter()
+        .map(|n| {
+            let error_rate = n["error_rate"].as_f64().unwrap_or(0.0).clamp(0.0, 1.0);
+            let subtitle = match &n["namespace"] {
+                Json::String(ns) => Json::String(ns.clone()),
+                _ => n["kind"].clone(),
+            };
+            let lat = &n["latency_seconds"];
+            json!({
+                "id": n["id"],
+                "title": n["name"],
+                "subtitle": subtitle,
+                "mainstat": n["requests_per_second"],
+                "secondarystat": millis(&lat["p95"]),
+                "arc__success": 1.0 - error_rate,
+                "arc__failed": error_rate,
+                "detail__kind": n["kind"],
+                "detail__namespace": n["namespace"],
+                "detail__requests": n["requests"],
+                "detail__failed": n["failed"],
+                "detail__error_rate": n["error_rate"],
+                "detail__p50_ms": millis(&lat["p50"]),
+                "detail__p99_ms": millis(&lat["p99"]),
+            })
+        })
+        .collect();
+    let edges: Vec<Json> = rows("edges")
+        .iter()
+        .map(|e| {
+            let (client, server) = (&e["client_latency_seconds"], &e["server_latency_seconds"]);
+            let p95 = if server.is_null() {
+                &client["p95"]
+            } else {
+                &server["p95"]
+            };
+            json!({
+                "id": e["id"],
+                "source": e["source"],
+                "target": e["target"],
+                "mainstat": e["requests_per_second"],
+                "secondarystat": millis(p95),
+                "detail__connection_type": e["connection_type"],
+                "detail__requests": e["requests"],
+                "detail__failed": e["failed"],
+                "detail__error_rate": e["error_rate"],
+                "detail__client_p95_ms": millis(&client["p95"]),
+                "detail__server_p95_ms": millis(&server["p95"]),
+                "detail__network_p95_ms": millis(&e["network_latency_seconds"]["p95"]),
+            })
+        })
+        .collect();
+    json!({ "nodes": nodes, "edges": edges })
+}
+
+/// Seconds (a JSON number or null) as milliseconds.
+fn millis(seconds: &Json) -> Json {
+    seconds.as_f64().map_or(Json::Null, |s| json!(s * 1000.0))
 }
 
 /// `unix_ns` as an RFC 3339 UTC timestamp with milliseconds (`2024-05-01T12:00:00.000Z`).
@@ -437,8 +548,46 @@ mod tests {
                 .unwrap_err()
                 .contains("`window`")
         );
-        let f = BTreeMap::from([("format".to_string(), "nodegraph".to_string())]);
-        assert!(parse_window(&f, hour).unwrap_err().contains("`format`"));
+    }
+
+    #[test]
+    fn format_parameter_names_the_accepted_values() {
+        let q = |f: &str| BTreeMap::from([("format".to_string(), f.to_string())]);
+        assert_eq!(parse_format(&BTreeMap::new()), Ok(Format::Json));
+        assert_eq!(parse_format(&q("json")), Ok(Format::Json));
+        assert_eq!(parse_format(&q("nodegraph")), Ok(Format::NodeGraph));
+        let e = parse_format(&q("dot")).unwrap_err();
+        assert!(
+            e.contains("`format`") && e.contains("`dot`") && e.contains("`json`"),
+            "{e}"
+        );
+        assert!(e.contains("`nodegraph`"), "{e}");
+        assert!(parse_format(&q("NodeGraph")).is_err(), "values are exact");
+    }
+
+    #[test]
+    fn network_latency_is_client_minus_server_clamped_and_only_for_pairs() {
+        let o = |client, server| Observation {
+            client,
+            server,
+            failed: false,
+            weight: 1,
+        };
+        assert_eq!(o(Some(0.5), Some(0.125)).network(), Some(0.375));
+        assert_eq!(o(Some(0.1), Some(0.3)).network(), Some(0.0));
+        assert_eq!(o(Some(0.1), None).network(), None);
+        assert_eq!(o(None, Some(0.1)).network(), None);
+
+        let bounds = [0.01, 0.1, 1.0];
+        let mut t = Topology::new(Duration::from_secs(60), Duration::from_secs(10));
+        t.record(1, 2, class::PAIRED, &o(Some(0.5), Some(0.125)), &bounds, 0);
+        t.record(1, 2, class::PAIRED, &o(Some(0.1), Some(0.3)), &bounds, 0);
+        t.record(1, 3, class::VIRTUAL, &o(Some(0.1), None), &bounds, 0);
+        let b = &t.edges[&(1, 2)][0];
+        assert_eq!(b.network.count, 2);
+        assert_eq!(b.network.sum, 0.375);
+        assert_eq!(&*b.network.counts, &[1, 0, 1, 0]);
+        assert_eq!(t.edges[&(1, 3)][0].network.count, 0);
     }
 
     #[test]

@@ -286,10 +286,14 @@ impl SpanMetrics {
     }
 }
 
-/// How many spans one span stands for. Always 1 until sampling-adjusted counts exist (a span
-/// kept by a 1-in-10 sampler upstream will count 10).
-fn span_weight(_span: &Span) -> u64 {
-    1
+/// How many spans one span stands for: its sampling-adjusted count from the `ot=th:` threshold
+/// of its trace state (a span kept by a 10 % sampler upstream counts 10), 1 without one, so
+/// RED rates stay right under upstream head sampling.
+fn span_weight(span: &Span) -> u64 {
+    if span.trace_state.is_empty() {
+        return 1;
+    }
+    meshgate_pdata::sampling::weight(&span.trace_state, &span.span_id)
 }
 
 /// An attribute value borrowed from the request or the config, or rendered into the scratch

@@ -946,3 +946,21 @@ fn lookups_verify_values_not_just_hashes() {
     assert!(t.insert(9, "d") <= a.max(b).max(c), "slots are reused");
     assert_eq!(t.len, 1);
 }
+
+#[test]
+fn head_sampled_spans_count_with_their_adjusted_count() {
+    let mut a = agg(json!({}));
+    let mut sampled = span("GET", SpanKind::Server, 5, vec![]);
+    sampled.trace_state = "vendor=1,ot=th:c".into(); // kept at 25 %: stands for 4
+    let plain = span("GET", SpanKind::Server, 5, vec![]);
+    a.consume(&service("api", vec![sampled, plain]), T0);
+    let out = a.collect(T0 + SEC);
+    let c = calls(&out, "traces.span.metrics.calls");
+    assert_eq!(
+        c.values().sum::<i64>(),
+        5,
+        "4 for the sampled span, 1 for the other"
+    );
+    let h = histograms(&out, "traces.span.metrics.duration");
+    assert_eq!(h.values().map(|p| p.count).sum::<u64>(), 5);
+}

@@ -58,8 +58,7 @@
 //! information, dropped or not; all labelled `processor`, `pipeline` and `signal`.
 //! Items in = kept + sampled_out + sampling_error.
 
-pub mod threshold;
-pub mod tracestate;
+pub use meshgate_pdata::sampling::{threshold, tracestate};
 
 use meshgate_engine::telemetry::Counter;
 use meshgate_engine::{
