@@ -520,7 +520,7 @@ impl ServiceGraph {
             }
         }
         if let (Some(h), Some(c)) = (half, partner) {
-            self.pair(&h, &c, now);
+            self.pair(own, &h, &c, now);
         }
         if client && let Some(p) = parent {
             // A CLIENT whose child is a CLIENT is an application's span around its sidecar's:
@@ -652,6 +652,7 @@ impl ServiceGraph {
                     server: Some(h.duration),
                     failed: h.failed,
                     weight: h.weight,
+                    call: own,
                 };
                 self.record(self.user_side, side, Conn::Virtual, class::USER, &obs, now);
                 self.stats.user += 1;
@@ -707,18 +708,20 @@ impl ServiceGraph {
             }
         }
         if let Some(c) = partner {
-            self.pair(&c, &h, now);
+            self.pair(key, &c, &h, now);
         }
     }
 
     // ----- edges --------------------------------------------------------------------------
 
-    fn pair(&mut self, caller: &Half, callee: &Half, now: u64) {
+    /// Records the call `key` (trace id, caller's span id) once both its halves are known.
+    fn pair(&mut self, key: Key, caller: &Half, callee: &Half, now: u64) {
         let obs = Observation {
             client: Some(caller.duration),
             server: Some(callee.duration),
             failed: caller.failed || callee.failed,
             weight: caller.weight,
+            call: key,
         };
         self.record(
             caller.side,
@@ -737,7 +740,7 @@ impl ServiceGraph {
         ex.callees = 0;
         self.store.expire(now, all, &mut ex);
         self.stats.expired += ex.callees;
-        for c in &ex.callers {
+        for (key, c) in &ex.callers {
             let Some(peer) = c.peer else {
                 self.stats.expired += 1;
                 continue;
@@ -748,6 +751,7 @@ impl ServiceGraph {
                 server: None,
                 failed: c.failed,
                 weight: c.weight,
+                call: *key,
             };
             let cls = match c.conn {
                 Conn::Database => class::DATABASE,

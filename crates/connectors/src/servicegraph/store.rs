@@ -132,8 +132,9 @@ pub(crate) struct Marker {
 /// What [`Store::expire`] found past its time.
 #[derive(Default)]
 pub(crate) struct Expired {
-    /// Callers that never met their callee.
-    pub callers: Vec<Half>,
+    /// Callers that never met their callee, with their own key (its trace id names the
+    /// exemplar of the virtual edge they make).
+    pub callers: Vec<(Key, Half)>,
     /// Callees that never met their caller.
     pub callees: u64,
 }
@@ -217,11 +218,11 @@ impl Store {
 
     /// Takes out everything that expired at `now` (everything when `all`).
     pub(crate) fn expire(&mut self, now: u64, all: bool, out: &mut Expired) {
-        self.map.retain(|_, e| {
+        self.map.retain(|k, e| {
             if let Some(c) = e.caller
                 && (all || c.expires <= now)
             {
-                out.callers.push(c);
+                out.callers.push((*k, c));
                 e.caller = None;
             }
             if let Some(c) = e.callee

@@ -1325,6 +1325,71 @@ fn network_latency_is_client_minus_server_per_paired_edge() {
 }
 
 #[test]
+fn topology_lists_exemplar_calls_failed_first_then_slowest_then_newest() {
+    let mut g = graph(cfg());
+    // Trace i: a -> b taking 10 + i ms, each in a bucket of its own; traces 3 and 7 fail;
+    // trace 40 is the slowest, in the oldest bucket; 30 quick calls share the newest one.
+    // A bucket keeps its newest failed, slowest and newest call.
+    let call = |g: &mut ServiceGraph, trace: u8, ms: u64, fail: bool, t: f64| {
+        let mut s = server("b", trace, 2, Some(1), ms);
+        if fail {
+            s.span.attributes.push(kv_str("http.status_code", "503"));
+        }
+        g.consume(&request(&[&client("a", trace, 1, None, ms + 1), &s]), at(t));
+    };
+    call(&mut g, 40, 900, false, 50.0);
+    for i in 0..10u8 {
+        call(
+            &mut g,
+            i,
+            10 + i as u64,
+            i == 3 || i == 7,
+            60.0 + 10.0 * i as f64,
+        );
+    }
+    for i in 100..130u8 {
+        call(&mut g, i, 5, false, 200.0);
+    }
+    let t = g.topology(Duration::from_secs(300), at(250.0));
+    let ab = t["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == "a->b")
+        .cloned()
+        .unwrap();
+    let ex = ab["exemplars"].as_array().unwrap();
+    let traces: Vec<&str> = ex.iter().map(|e| e["trace_id"].as_str().unwrap()).collect();
+    let hex = |b: u8| hex::encode([b; 16]);
+    // Failed newest first (7, then 3), then the slowest (40, then 9 and 8), at most five,
+    // one per trace.
+    assert_eq!(traces, [hex(7), hex(3), hex(40), hex(9), hex(8)], "{ex:#?}");
+    assert_eq!(ex[0]["failed"], true);
+    assert_eq!(ex[2]["failed"], false);
+    // The client span's id and latency: the call as the caller saw it.
+    assert_eq!(ex[2]["span_id"], hex::encode(id(40, 1)));
+    assert_eq!(ex[2]["duration_seconds"], 0.901);
+    assert_eq!(ex[0]["timestamp"], "2023-11-14T22:15:30.000Z");
+    // A node lists what it served; `user`-like pure callers what they made.
+    let node = |id: &str| {
+        t["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(node("b")["exemplars"], ab["exemplars"]);
+    assert_eq!(node("a")["exemplars"], ab["exemplars"]);
+    // A window that ends before the failures shows only what it holds.
+    let early = g.topology(Duration::from_secs(60), at(55.0));
+    let ex = early["edges"][0]["exemplars"].as_array().unwrap().clone();
+    assert_eq!(ex.len(), 1);
+    assert_eq!(ex[0]["trace_id"], hex(40));
+}
+
+#[test]
 fn nodegraph_has_grafanas_fields_and_the_topology_numbers() {
     let g = network_graph(&[
         (30, 20, false),

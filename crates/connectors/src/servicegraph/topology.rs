@@ -4,7 +4,8 @@
 //!
 //! Buckets are `topology.resolution` wide and kept for `topology.retention`. Only buckets that
 //! saw a request exist, and a bucket's histograms are `u32` counts, so an idle edge costs
-//! nothing and a busy one about 250 bytes per bucket.
+//! nothing and a busy one about 450 bytes per bucket (three latency histograms and three
+//! exemplar calls: the newest failed, the slowest and the newest).
 //!
 //! Window math: a window `w` answered at `now` sums the buckets starting at or after
 //! `now - w` (so the first bucket boundary at or after it), up to and including the bucket
@@ -13,6 +14,7 @@
 
 use super::hash::FastMap;
 use super::identity::{NodeId, Nodes, USER_NODE};
+use super::store::Key;
 use crate::histogram::ExplicitHistogram;
 use serde_json::{Value as Json, json};
 use std::collections::{BTreeMap, VecDeque};
@@ -44,9 +46,18 @@ pub(crate) struct Observation {
     pub failed: bool,
     /// How many calls it stands for.
     pub weight: u64,
+    /// The call's trace id and the span id it is known by (the client span's, or the server
+    /// span's for `user` edges): the exemplar a person can open in a trace viewer.
+    pub call: Key,
 }
 
 impl Observation {
+    /// The latency a person sees for this call: the client's when there is a client span,
+    /// else the server's.
+    fn latency(&self) -> f64 {
+        self.client.or(self.server).unwrap_or(0.0)
+    }
+
     /// The network latency of a paired call: client duration minus server duration, clamped
     /// at 0 (clock skew and rounding can make the server span look longer). `None` unless both
     /// sides were seen, so only paired edges have it.
@@ -108,6 +119,122 @@ struct Bucket {
     server: Lat,
     /// Client minus server duration of paired calls.
     network: Lat,
+    /// Calls worth opening, see [`Exemplars`].
+    exemplars: Exemplars,
+}
+
+/// One call kept as an example of an edge: its ids, latency, outcome and when it was seen.
+#[derive(Clone, Copy, Debug)]
+struct Exemplar {
+    call: Key,
+    latency: f64,
+    failed: bool,
+    at: u64,
+}
+
+/// The calls a bucket keeps as examples: the newest failed one, the slowest one and the newest
+/// one. Three fixed slots, so a busy edge costs the same as a quiet one, and the ones people
+/// open first (errors, then the tail) survive any amount of ordinary traffic.
+#[derive(Default)]
+struct Exemplars {
+    failed: Option<Exemplar>,
+    slowest: Option<Exemplar>,
+    newest: Option<Exemplar>,
+}
+
+impl Exemplars {
+    fn record(&mut self, obs: &Observation, at: u64) {
+        let e = Exemplar {
+            call: obs.call,
+            latency: obs.latency(),
+            failed: obs.failed,
+            at,
+        };
+        if e.failed {
+            self.failed = Some(e);
+        }
+        if self.slowest.is_none_or(|s| e.latency > s.latency) {
+            self.slowest = Some(e);
+        }
+        self.newest = Some(e);
+    }
+}
+
+/// Most exemplars an edge or node lists in the topology JSON.
+const MAX_EXEMPLARS: usize = 5;
+
+/// The exemplars of an edge's buckets worth considering, gathered newest bucket first, kept
+/// small however many buckets the window spans: the first failed and newest ones seen, and
+/// the slowest.
+#[derive(Default)]
+struct Candidates {
+    failed: Vec<Exemplar>,
+    newest: Vec<Exemplar>,
+    slowest: Vec<Exemplar>,
+}
+
+impl Candidates {
+    /// Adds a bucket's exemplars; buckets come newest first.
+    fn add(&mut self, ex: &Exemplars) {
+        if let Some(e) = ex.failed
+            && self.failed.len() < MAX_EXEMPLARS
+        {
+            self.failed.push(e);
+        }
+        if let Some(e) = ex.newest
+            && self.newest.len() < MAX_EXEMPLARS
+        {
+            self.newest.push(e);
+        }
+        if let Some(e) = ex.slowest {
+            let at = self.slowest.partition_point(|s| s.latency >= e.latency);
+            if at < MAX_EXEMPLARS {
+                self.slowest.insert(at, e);
+                self.slowest.truncate(MAX_EXEMPLARS);
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Exemplar> {
+        self.failed.iter().chain(&self.slowest).chain(&self.newest)
+    }
+}
+
+/// Picks up to [`MAX_EXEMPLARS`] calls out of `candidates`, one per trace: failed calls first
+/// (newest first), then the slowest, then the newest.
+fn pick_exemplars<'a>(candidates: impl Iterator<Item = &'a Exemplar>) -> Json {
+    let mut all: Vec<&Exemplar> = candidates.collect();
+    let mut picked: Vec<&Exemplar> = Vec::with_capacity(MAX_EXEMPLARS);
+    let mut take = |ordered: &[&'a Exemplar], only_failed: bool| {
+        for e in ordered.iter().filter(|e| e.failed || !only_failed) {
+            if picked.len() == MAX_EXEMPLARS {
+                return;
+            }
+            if !picked.iter().any(|p| p.call.trace == e.call.trace) {
+                picked.push(e);
+            }
+        }
+    };
+    all.sort_by_key(|e| std::cmp::Reverse(e.at));
+    take(&all, true);
+    let newest_first = all.clone();
+    all.sort_by(|a, b| b.latency.total_cmp(&a.latency));
+    take(&all, false);
+    take(&newest_first, false);
+    Json::Array(
+        picked
+            .into_iter()
+            .map(|e| {
+                json!({
+                    "trace_id": hex::encode(e.call.trace),
+                    "span_id": hex::encode(e.call.span),
+                    "duration_seconds": e.latency,
+                    "failed": e.failed,
+                    "timestamp": rfc3339(e.at),
+                })
+            })
+            .collect(),
+    )
 }
 
 /// Per node pair buckets.
@@ -169,6 +296,7 @@ impl Topology {
                 client: Lat::default(),
                 server: Lat::default(),
                 network: Lat::default(),
+                exemplars: Exemplars::default(),
             });
             while buckets.len() as u64 > self.keep {
                 buckets.pop_front();
@@ -193,6 +321,7 @@ impl Topology {
         if let Some(v) = obs.network() {
             b.network.record(bounds, v, obs.weight);
         }
+        b.exemplars.record(obs, now);
     }
 
     /// Drops buckets older than the retention and pairs left without any.
@@ -220,12 +349,16 @@ impl Topology {
             failed: u64,
             server: ExplicitHistogram,
             client: ExplicitHistogram,
+            /// Exemplar candidates of the calls it served, and of those it made.
+            served: Candidates,
+            made: Candidates,
         }
         let mut node_aggs: BTreeMap<&str, (NodeId, NodeAgg)> = BTreeMap::new();
         let mut edges_json: BTreeMap<String, Json> = BTreeMap::new();
         for ((c, s), buckets) in &self.edges {
             let (mut classes, mut requests, mut failed) = (0u8, 0u64, 0u64);
             let (mut ch, mut sh, mut nh) = (empty_hist(), empty_hist(), empty_hist());
+            let mut candidates = Candidates::default();
             for b in buckets
                 .iter()
                 .rev()
@@ -238,6 +371,7 @@ impl Topology {
                 b.client.add_to(&mut ch);
                 b.server.add_to(&mut sh);
                 b.network.add_to(&mut nh);
+                candidates.add(&b.exemplars);
             }
             if classes == 0 {
                 continue;
@@ -267,6 +401,7 @@ impl Topology {
                     "client_latency_seconds": quantiles(&ch, bounds),
                     "server_latency_seconds": quantiles(&sh, bounds),
                     "network_latency_seconds": quantiles(&nh, bounds),
+                    "exemplars": pick_exemplars(candidates.iter()),
                 }),
             );
             // Kinds, strongest first: a node that sent or served a traced request is a
@@ -295,6 +430,8 @@ impl Topology {
                         failed: 0,
                         server: empty_hist(),
                         client: empty_hist(),
+                        served: Candidates::default(),
+                        made: Candidates::default(),
                     },
                 )
             };
@@ -306,6 +443,9 @@ impl Topology {
             sa.failed += failed;
             sa.server.merge(&sh);
             sa.client.merge(&ch);
+            merge_candidates(&mut sa.served, &candidates);
+            let ca = &mut node_aggs.get_mut(&*cn.id).expect("inserted above").1;
+            merge_candidates(&mut ca.made, &candidates);
         }
         let nodes_json: Vec<Json> = node_aggs
             .into_values()
@@ -328,6 +468,12 @@ impl Topology {
                     "failed": a.failed,
                     "error_rate": ratio(a.failed, a.requests),
                     "latency_seconds": lat,
+                    // What it served; a node that only calls (`user`) shows what it called.
+                    "exemplars": if a.served.newest.is_empty() {
+                        pick_exemplars(a.made.iter())
+                    } else {
+                        pick_exemplars(a.served.iter())
+                    },
                 })
             })
             .collect();
@@ -347,6 +493,22 @@ const KIND_MESSAGING: u8 = 2;
 const KIND_VIRTUAL: u8 = 3;
 const KIND_USER: u8 = 4;
 const KIND_NAMES: [&str; 5] = ["service", "database", "messaging", "virtual", "user"];
+
+/// Folds an edge's candidates into a node's, keeping the node's lists as small as an edge's.
+fn merge_candidates(into: &mut Candidates, from: &Candidates) {
+    let newest_first = |a: &Exemplar, b: &Exemplar| b.at.cmp(&a.at);
+    for (list, add) in [
+        (&mut into.failed, &from.failed),
+        (&mut into.newest, &from.newest),
+    ] {
+        list.extend_from_slice(add);
+        list.sort_by(newest_first);
+        list.truncate(MAX_EXEMPLARS);
+    }
+    into.slowest.extend_from_slice(&from.slowest);
+    into.slowest.sort_by(|a, b| b.latency.total_cmp(&a.latency));
+    into.slowest.truncate(MAX_EXEMPLARS);
+}
 
 fn rate(n: u64, secs: f64) -> f64 {
     if secs > 0.0 { n as f64 / secs } else { 0.0 }
@@ -572,6 +734,7 @@ mod tests {
             server,
             failed: false,
             weight: 1,
+            call: Key::new(&[1; 16], &[2; 8]).expect("valid ids"),
         };
         assert_eq!(o(Some(0.5), Some(0.125)).network(), Some(0.375));
         assert_eq!(o(Some(0.1), Some(0.3)).network(), Some(0.0));
@@ -598,6 +761,7 @@ mod tests {
             server: None,
             failed: false,
             weight: 1,
+            call: Key::new(&[1; 16], &[2; 8]).expect("valid ids"),
         };
         for s in 0..200u64 {
             t.record(1, 2, class::VIRTUAL, &o, &[1.0], s * 1_000_000_000);
