@@ -281,7 +281,10 @@ async fn run(
         },
     )
     .await?;
-    tracing::info!("admin endpoint on http://{admin_addr} (/metrics, /healthz, /readyz)");
+    tracing::info!(
+        "admin endpoint on http://{admin_addr} (/metrics, /healthz, /readyz; with a \
+         servicegraph connector also /service-map and /api/v1/topology)"
+    );
     let service = Service::start(&cfg, &comps, &telemetry, &api, health).await?;
     wait_for_signal().await;
     tracing::info!("shutting down: draining for up to {drain_timeout:?}");

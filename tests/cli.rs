@@ -97,6 +97,31 @@ fn validate_runs_each_components_own_checks() {
 }
 
 #[test]
+fn validate_refuses_a_signal_a_component_takes_only_with_a_key_set() {
+    let dir = Scratch::new("signal-requires");
+    let bad = dir.path("bad.yaml");
+    std::fs::write(
+        &bad,
+        "receivers:\n  otlp:\n    protocols:\n      grpc: {}\n\
+         exporters:\n  elasticsearch:\n    endpoints: [http://127.0.0.1:9200]\n  elasticsearch/deps:\n    endpoints: [http://127.0.0.1:9200]\n    dependencies: {}\n\
+         service:\n  pipelines:\n    metrics:\n      receivers: [otlp]\n      exporters: [elasticsearch/deps, elasticsearch]\n    traces:\n      receivers: [otlp]\n      exporters: [elasticsearch]\n",
+    )
+    .unwrap();
+    let (ok, _, err) = meshgate(&["validate", "-c", bad.to_str().unwrap()]);
+    assert!(!ok);
+    let f = bad.display().to_string();
+    for needle in [
+        format!(
+            "{f}:15: service.pipelines.metrics.exporters[1]: exporter `elasticsearch` takes signal `metrics` only with `exporters.elasticsearch.dependencies` set"
+        ),
+        "add `dependencies:` to `exporters.elasticsearch` (`dependencies: {}` for its defaults), or remove `elasticsearch` from pipeline `metrics`".to_string(),
+        "1 error".to_string(),
+    ] {
+        assert!(err.contains(&needle), "missing `{needle}` in:\n{err}");
+    }
+}
+
+#[test]
 fn validate_accepts_env_substitution_and_merges_files() {
     let dir = Scratch::new("merge");
     let a = dir.path("a.yaml");

@@ -6,8 +6,13 @@
 //!   shuffled and split so client and server halves arrive in any order, posted as OTLP
 //!   protobuf; `spanmetrics` and `servicegraph` feed `prometheusremotewrite` into a real
 //!   Prometheus (`MESHGATE_PROMETHEUS_URL`), and the values queried back equal the truth:
-//!   request and failed counts per edge, histogram counts and every bucket per edge and side,
-//!   RED calls, duration counts and sums per series. `/metrics` accounts for every span.
+//!   request and failed counts per edge, histogram counts and every bucket per edge and side
+//!   (client, server, and the network latency of paired calls), RED calls, duration counts
+//!   and sums per series. `/metrics` accounts for every span.
+//! - Grafana's Tempo Service Graph view: with `spanmetrics` in Tempo's naming, the PromQL
+//!   Grafana's Tempo data source builds for its node graph and its RED table (mirrored from
+//!   its source, see the section at the end) runs against that Prometheus and answers every
+//!   truth edge, node and RED row, with the truth's numbers.
 //! - Envoy's Zipkin tracer with shared span context through the `zipkin` receiver: the edges
 //!   equal the truth (a shared client/server id pair is one edge, never two).
 //! - Linkerd's four spans per hop through OTLP: the edges equal the truth (local hops are no
@@ -80,18 +85,20 @@ fn simulate(file: &str, flavor: Flavor, seed: u64, roots: u64) -> Generated {
 /// longer than [`STORE_TTL`] allows (pairs could then expire before their partner came, and
 /// the comparison with the truth would be meaningless).
 fn post_all(port: u16, g: &Generated) -> u64 {
+    post_all_pausing(port, g, Duration::ZERO)
+}
+
+/// [`post_all`], pausing `pause` halfway through the OTLP requests, so the connectors flush
+/// (and Prometheus stores) a sample between the two halves and the counters grow within a
+/// `rate` window instead of all at once.
+fn post_all_pausing(port: u16, g: &Generated, pause: Duration) -> u64 {
     let started = Instant::now();
-    for req in &g.requests {
+    for (i, req) in g.requests.iter().enumerate() {
+        if i == g.requests.len() / 2 {
+            std::thread::sleep(pause);
+        }
         let body = req.encode_to_vec();
-        let (status, _, answer) = http_request(
-            port,
-            "POST",
-            "/v1/traces",
-            &[("Content-Type", "application/x-protobuf")],
-            &body,
-        )
-        .expect("POST /v1/traces");
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        post_traces(port, &body);
     }
     for body in &g.zipkin {
         let (status, _, answer) = http_request(
@@ -282,13 +289,14 @@ fn buckets_by_edge(series: &Series) -> BTreeMap<EdgeKey, Vec<f64>> {
         .collect()
 }
 
-/// The histogram checks of one side: `_count` per edge and every bucket per edge.
+/// The histogram checks of one side: `_count` per edge and every bucket per edge. `side`
+/// gives the values the truth expects on an edge (none: the edge has no such histogram).
 fn check_histograms(
     what: &str,
     counts: &Series,
     buckets: &Series,
     truth: &GroundTruth,
-    side: fn(&EdgeTruth) -> &Vec<f64>,
+    side: fn(&EdgeTruth) -> Vec<f64>,
 ) {
     assert_same(
         &format!("{what}_count"),
@@ -300,7 +308,7 @@ fn check_histograms(
         .edges
         .iter()
         .filter(|(_, e)| !side(e).is_empty())
-        .map(|(k, e)| (k.clone(), cumulative_buckets(side(e))))
+        .map(|(k, e)| (k.clone(), cumulative_buckets(&side(e))))
         .collect();
     let mut diffs = Vec::new();
     for (k, w) in &want {
@@ -320,6 +328,28 @@ fn check_histograms(
         diffs.len(),
         diffs.join("\n")
     );
+}
+
+/// The network latency the servicegraph must record for each request of `e`: client span
+/// duration minus server span duration, clamped at 0 (`Observation::network` in the
+/// connector's `topology.rs`), computed from the same two `f64` durations the connector
+/// computes, so the values (and their buckets) are exact. Only requests with both sides have
+/// one: the truth records a paired request's two durations together, so on an edge with both
+/// sides the i-th client and i-th server durations are one call's; other edges have none.
+fn network_seconds(e: &EdgeTruth) -> Vec<f64> {
+    if e.client_seconds.is_empty() || e.server_seconds.is_empty() {
+        return Vec::new();
+    }
+    assert_eq!(
+        (e.client_seconds.len(), e.server_seconds.len()),
+        (e.requests as usize, e.requests as usize),
+        "an edge with both sides has both durations for every request"
+    );
+    e.client_seconds
+        .iter()
+        .zip(&e.server_seconds)
+        .map(|(c, s)| (c - s).max(0.0))
+        .collect()
 }
 
 /// A RED series' identity: `service.name`, `span.name`, `span.kind`, `status.code`.
@@ -588,24 +618,46 @@ fn envoy_otlp_mesh_metrics_reach_prometheus_equal_to_the_truth() {
         &q("traces_service_graph_request_server_seconds_count"),
         &q("traces_service_graph_request_server_seconds_bucket"),
         truth,
-        |e| &e.server_seconds,
+        |e| e.server_seconds.clone(),
     );
     check_histograms(
         "traces_service_graph_request_client_seconds",
         &q("traces_service_graph_request_client_seconds_count"),
         &q("traces_service_graph_request_client_seconds_bucket"),
         truth,
-        |e| &e.client_seconds,
+        |e| e.client_seconds.clone(),
     );
+    // The network latency (meshgate's own histogram): only on paired edges, one observation
+    // per paired call, every bucket exact.
+    check_histograms(
+        "traces_service_graph_request_network_seconds",
+        &q("traces_service_graph_request_network_seconds_count"),
+        &q("traces_service_graph_request_network_seconds_bucket"),
+        truth,
+        network_seconds,
+    );
+    for (k, e) in &truth.edges {
+        // `user` edges are `virtual_node` ones: only client/server pairs have no type.
+        let paired = k.connection_type.is_empty();
+        assert_eq!(
+            network_seconds(e).len() as u64,
+            if paired { e.requests } else { 0 },
+            "network latency observations of {k:?}"
+        );
+    }
     // Sums, within float tolerance (the order of additions differs).
     for (name, side) in [
         (
             "traces_service_graph_request_server_seconds_sum",
-            (|e: &EdgeTruth| &e.server_seconds) as fn(&EdgeTruth) -> &Vec<f64>,
+            (|e: &EdgeTruth| e.server_seconds.clone()) as fn(&EdgeTruth) -> Vec<f64>,
         ),
         (
             "traces_service_graph_request_client_seconds_sum",
-            |e: &EdgeTruth| &e.client_seconds,
+            |e: &EdgeTruth| e.client_seconds.clone(),
+        ),
+        (
+            "traces_service_graph_request_network_seconds_sum",
+            network_seconds,
         ),
     ] {
         let got = by_edge(&q(name));
@@ -738,14 +790,14 @@ fn check_edges(m: &Metrics, truth: &GroundTruth) {
         &m.series("traces_service_graph_request_server_seconds_count"),
         &m.series("traces_service_graph_request_server_seconds_bucket"),
         truth,
-        |e| &e.server_seconds,
+        |e| e.server_seconds.clone(),
     );
     check_histograms(
         "traces_service_graph_request_client_seconds",
         &m.series("traces_service_graph_request_client_seconds_count"),
         &m.series("traces_service_graph_request_client_seconds_bucket"),
         truth,
-        |e| &e.client_seconds,
+        |e| e.client_seconds.clone(),
     );
 }
 
@@ -1043,4 +1095,496 @@ fn topology_api_reports_the_truth_edges_and_nodes() {
         .unwrap_or_else(|| panic!("no error message: {body}"));
     assert!(msg.contains("`window`") && msg.contains("banana"), "{msg}");
     check_outcomes(&gw, &g);
+}
+
+// ---------------------------------------------------------------------------------------
+// Grafana's Tempo service graph view.
+//
+// Grafana's Tempo data source (public/app/plugins/datasource/tempo in grafana/grafana, 12.x)
+// draws its Service Graph tab from the Prometheus data source linked under "Service graph"
+// in its settings, with the PromQL below (written here from reading that code; the function
+// each one mirrors is named on it). Everything is an instant query; `$__range` is the time
+// picker's range and `serviceMapQuery` the optional filter typed above the graph. The test
+// runs these exact expressions against the real Prometheus, plus the same aggregations over
+// the cumulative values instead of their `rate` (a rate over a range extrapolates, so only
+// the cumulative form can be compared exactly with the truth's counts).
+
+/// `$__range` as Grafana writes it for a "Last 5 minutes" time picker.
+const GRAFANA_RANGE: &str = "300s";
+
+/// `serviceMapMetrics` in `graphTransform.ts`: the four metrics the node graph is built from,
+/// in Grafana's order (`secondsMetric`, `totalsMetric`, `failedMetric`, `histogramMetric`).
+const GRAFANA_SERVICE_MAP_METRICS: [&str; 4] = [
+    "traces_service_graph_request_server_seconds_sum",
+    "traces_service_graph_request_total",
+    "traces_service_graph_request_failed_total",
+    "traces_service_graph_request_server_seconds_bucket",
+];
+
+/// `defaultTableFilter` in `graphTransform.ts`: the RED table's rate column lists server
+/// spans only.
+const GRAFANA_TABLE_FILTER: &str = "span_kind=\"SPAN_KIND_SERVER\"";
+
+/// `rate(<metric><selector>[range])`, or the bare `<metric><selector>` for the cumulative form.
+fn rate_or_value(selector: &str, range: Option<&str>) -> String {
+    match range {
+        Some(r) => format!("rate({selector}[{r}])"),
+        None => selector.to_string(),
+    }
+}
+
+/// The two queries `makePromServiceMapRequest` (`datasource.ts`) sends per metric of
+/// [`GRAFANA_SERVICE_MAP_METRICS`], for classic histograms and without the namespace option:
+/// `sum by (client, server) (rate(<metric><serviceMapQuery>[$__range]))` (refId = the metric)
+/// and `group by (client, connection_type, server) (<metric><serviceMapQuery>)` (refId
+/// `<metric>_labels`, which tells Grafana which nodes are virtual). With `range: None`, the
+/// first without its `rate`.
+fn grafana_service_map_query(
+    metric: &str,
+    service_map_query: &str,
+    range: Option<&str>,
+) -> (String, String) {
+    (
+        format!(
+            "sum by (client, server) ({})",
+            rate_or_value(&format!("{metric}{service_map_query}"), range)
+        ),
+        format!("group by (client, connection_type, server) ({metric}{service_map_query})"),
+    )
+}
+
+/// The label matchers `buildExpr` (`datasource.ts`) puts into a RED query: the metric's own
+/// `params`, then the service map filter with its service-graph labels mapped to span-metrics
+/// ones (`client_x`/`server_x` → `x`, then the first `client` and the first `server` →
+/// `service`), then `extra` (dropped when the filter already names `span_name`).
+fn grafana_red_matchers(params: &[&str], service_map_query: &str, extra: &str) -> String {
+    let mut q = service_map_query.to_string();
+    if q.starts_with('{') && q.ends_with('}') {
+        q = q[1..q.len() - 1].to_string();
+    }
+    let q = q
+        .replace("client_", "")
+        .replace("server_", "")
+        .replacen("client", "service", 1)
+        .replacen("server", "service", 1);
+    let mut all: Vec<String> = params.iter().map(|p| p.to_string()).collect();
+    if q.contains("span_name") {
+        all.push(q);
+    } else {
+        all.extend([q, extra.to_string()].into_iter().filter(|s| !s.is_empty()));
+    }
+    all.join(",")
+}
+
+/// `rateMetric` through `buildExpr` with `defaultTableFilter` (`rateQuery` in
+/// `datasource.ts`): the table's rows, the five busiest server span names.
+fn grafana_rate_query(service_map_query: &str, range: Option<&str>) -> String {
+    let m = grafana_red_matchers(&[], service_map_query, GRAFANA_TABLE_FILTER);
+    let inner = format!(
+        "sum({}) by (span_name)",
+        rate_or_value(&format!("traces_spanmetrics_calls_total{{{m}}}"), range)
+    );
+    match range {
+        Some(_) => format!("topk(5, {inner})"),
+        None => inner,
+    }
+}
+
+/// `errorRateMetric` through `buildExpr` with the rows' span names (`errorAndDurationQuery`
+/// in `datasource.ts`): errors of those span names, of any kind.
+fn grafana_error_query(service_map_query: &str, names: &[String], range: Option<&str>) -> String {
+    let escaped: Vec<String> = names.iter().map(|n| grafana_escape(n)).collect();
+    let m = grafana_red_matchers(
+        &["status_code=\"STATUS_CODE_ERROR\""],
+        service_map_query,
+        &format!("span_name=~\"{}\"", escaped.join("|")),
+    );
+    let inner = format!(
+        "sum({}) by (span_name)",
+        rate_or_value(&format!("traces_spanmetrics_calls_total{{{m}}}"), range)
+    );
+    match range {
+        Some(_) => format!("topk(5, {inner})"),
+        None => inner,
+    }
+}
+
+/// `durationMetric` through `buildExpr` for one row (`errorAndDurationQuery`): the p90 of the
+/// span name's latency histogram, all kinds and statuses together.
+fn grafana_duration_query(service_map_query: &str, name: &str, range: Option<&str>) -> String {
+    let m = grafana_red_matchers(
+        &[],
+        service_map_query,
+        &format!("span_name=~\"{}\"", grafana_escape(name)),
+    );
+    format!(
+        "histogram_quantile(.9, sum({}) by (le))",
+        rate_or_value(&format!("traces_spanmetrics_latency_bucket{{{m}}}"), range)
+    )
+}
+
+/// A span name as a regex inside a PromQL string, as `getEscapedRegexValues(getEscapedValues
+/// (...))` (`datasource.ts`) writes it: `"` and `\` escaped for the string, regex
+/// metacharacters escaped with a string-escaped backslash, newlines as `\n`.
+fn grafana_escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' => out.push_str("\\n"),
+            '$' | '^' | '*' | '{' | '}' | '[' | ']' | '\'' | '+' | '?' | '.' | '(' | ')' | '|' => {
+                out.push_str("\\\\");
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `histogram_quantile(q, ...)` of cumulative buckets `(le, count)` sorted by `le` and ending
+/// with `+Inf`, as Prometheus computes it (linear interpolation inside the bucket holding the
+/// rank; the highest finite bound when the rank falls in `+Inf`): the p90 the table must show.
+fn prometheus_quantile(q: f64, buckets: &[(f64, f64)]) -> f64 {
+    let n = buckets.len();
+    assert!(n >= 2 && buckets[n - 1].0 == f64::INFINITY);
+    let total = buckets[n - 1].1;
+    if total == 0.0 {
+        return f64::NAN;
+    }
+    let mut rank = q * total;
+    let b = buckets[..n - 1]
+        .iter()
+        .position(|(_, c)| *c >= rank)
+        .unwrap_or(n - 1);
+    if b == n - 1 {
+        return buckets[n - 2].0;
+    }
+    if b == 0 && buckets[0].0 <= 0.0 {
+        return buckets[0].0;
+    }
+    let (mut start, end, mut count) = (0.0, buckets[b].0, buckets[b].1);
+    if b > 0 {
+        start = buckets[b - 1].0;
+        count -= buckets[b - 1].1;
+        rank -= buckets[b - 1].1;
+    }
+    start + (end - start) * (rank / count)
+}
+
+/// `label=value` rows of a result whose only labels must be `keys`, as one map key each.
+fn rows(what: &str, series: &Series, keys: &[&str]) -> BTreeMap<Vec<String>, f64> {
+    let mut out = BTreeMap::new();
+    for (l, v) in series {
+        let names: Vec<&str> = l.keys().map(String::as_str).collect();
+        assert!(
+            names.iter().all(|n| keys.contains(n)),
+            "{what}: labels {l:?} beyond Grafana's {keys:?}"
+        );
+        let key: Vec<String> = keys.iter().map(|k| label(l, k).to_string()).collect();
+        assert!(out.insert(key, *v).is_none(), "{what}: two rows for {l:?}");
+    }
+    out
+}
+
+fn pair_row(client: &str, server: &str) -> Vec<String> {
+    vec![client.to_string(), server.to_string()]
+}
+
+/// Compares two maps within a relative tolerance (sums of durations).
+fn assert_close(what: &str, got: &BTreeMap<Vec<String>, f64>, want: &BTreeMap<Vec<String>, f64>) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{what}: rows"
+    );
+    for (k, w) in want {
+        let g = got[k];
+        assert!(
+            (g - w).abs() <= 1e-9 * w.abs().max(1.0),
+            "{what} {k:?}: got {g}, want {w}"
+        );
+    }
+}
+
+/// The RED table of one Service Graph view (`serviceMapQuery` = `filter`), checked against
+/// the truth's series `red` (the ones that view can see): Grafana's own queries return the
+/// rows the truth has, and their cumulative forms the truth's counts and p90s.
+fn check_grafana_red_table(url: &str, filter: &str, red: &[(&RedKey, &RedTruth)]) {
+    let what = format!("RED table of {filter}");
+    // Rows: the server span names, busiest five.
+    let mut want_calls: BTreeMap<Vec<String>, f64> = BTreeMap::new();
+    for (k, r) in red.iter().filter(|(k, _)| k.kind == "SPAN_KIND_SERVER") {
+        *want_calls.entry(vec![k.span_name.clone()]).or_default() += r.calls as f64;
+    }
+    let rate_q = grafana_rate_query(filter, Some(GRAFANA_RANGE));
+    let got = rows(&rate_q, &prom_query(url, &rate_q), &["span_name"]);
+    assert_eq!(
+        got.len(),
+        want_calls.len().min(5),
+        "{what}: {rate_q} answers {got:?}; the truth's server span names: {want_calls:?}"
+    );
+    for (k, v) in &got {
+        assert!(
+            want_calls.contains_key(k) && v.is_finite() && *v >= 0.0,
+            "{what}: {rate_q} answers {k:?} = {v}, not a server span name of the truth"
+        );
+    }
+    let exact_q = grafana_rate_query(filter, None);
+    assert_same(
+        &format!("{what}: {exact_q}"),
+        &rows(&exact_q, &prom_query(url, &exact_q), &["span_name"]),
+        &want_calls,
+    );
+    if got.is_empty() {
+        return;
+    }
+    // Error rate of those rows (any kind), and their p90 duration.
+    let names: Vec<String> = got.keys().map(|k| k[0].clone()).collect();
+    let mut want_errors: BTreeMap<Vec<String>, f64> = BTreeMap::new();
+    for (k, r) in red {
+        if k.status == "STATUS_CODE_ERROR" && names.contains(&k.span_name) {
+            *want_errors.entry(vec![k.span_name.clone()]).or_default() += r.calls as f64;
+        }
+    }
+    let error_q = grafana_error_query(filter, &names, Some(GRAFANA_RANGE));
+    let got_errors = rows(&error_q, &prom_query(url, &error_q), &["span_name"]);
+    assert_eq!(
+        got_errors.keys().collect::<Vec<_>>(),
+        want_errors.keys().collect::<Vec<_>>(),
+        "{what}: {error_q}"
+    );
+    let exact_q = grafana_error_query(filter, &names, None);
+    assert_same(
+        &format!("{what}: {exact_q}"),
+        &rows(&exact_q, &prom_query(url, &exact_q), &["span_name"]),
+        &want_errors,
+    );
+    for name in &names {
+        let q = grafana_duration_query(filter, name, Some(GRAFANA_RANGE));
+        let got = prom_query(url, &q);
+        assert!(
+            got.len() == 1 && got[0].0.is_empty(),
+            "{what}: {q} answers {got:?}, not one unlabelled p90"
+        );
+        let durations: Vec<f64> = red
+            .iter()
+            .filter(|(k, _)| &k.span_name == name)
+            .flat_map(|(_, r)| r.durations_seconds.iter().copied())
+            .collect();
+        let mut b: Vec<(f64, f64)> = bounds()
+            .into_iter()
+            .chain([f64::INFINITY])
+            .zip(cumulative_buckets(&durations))
+            .collect();
+        b.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let want = prometheus_quantile(0.9, &b);
+        let q = grafana_duration_query(filter, name, None);
+        let got = prom_query(url, &q);
+        assert!(
+            got.len() == 1 && (got[0].1 - want).abs() <= 1e-9 * want.max(1.0),
+            "{what}: {q} answers {got:?}, want p90 {want} of {} durations",
+            durations.len()
+        );
+    }
+}
+
+#[test]
+fn grafana_tempo_service_graph_view_queries_answer_the_truth() {
+    let Some(url) = service("MESHGATE_PROMETHEUS_URL", "Prometheus") else {
+        return;
+    };
+    let url = url.trim_end_matches('/').to_string();
+    let run = format!("grafana{}x{}", std::process::id(), now_ns() % 1_000_000_000);
+    let http = free_port();
+    let dir = Scratch::new("derive-e2e-grafana");
+    let buckets = bounds_yaml();
+    // The spanmetrics in Tempo's names (what the RED table queries), the service graph in its
+    // only naming, both remote-written.
+    let cfg = format!(
+        "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:{http}\n\
+         connectors:\n\
+         \x20 spanmetrics:\n    naming: tempo\n    metrics_flush_interval: 500ms\n    histogram:\n      explicit:\n        buckets: {buckets}\n\
+         \x20 servicegraph:\n    metrics_flush_interval: 500ms\n    latency_histogram_buckets: {buckets}\n    store:\n      ttl: {}ms\n\
+         exporters:\n  prometheusremotewrite:\n    endpoint: {url}/api/v1/write\n    external_labels:\n      e2e_run: {run}\n    retry_on_failure:\n      initial_interval: 100ms\n      max_interval: 300ms\n      max_elapsed_time: 20s\n\
+         service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [spanmetrics, servicegraph]\n\
+         \x20   metrics:\n      receivers: [spanmetrics, servicegraph]\n      exporters: [prometheusremotewrite]\n",
+        STORE_TTL.as_millis()
+    );
+    let gw = Gateway::start(&dir, "gw", &cfg);
+    let g = simulate("shop.yaml", Flavor::EnvoyOtlp, 21, 250);
+    let truth = &g.truth;
+    // Two halves with flushes in between, so Grafana's rates are not all 0.
+    let spans = post_all_pausing(http, &g, Duration::from_millis(1500));
+    check_received(&gw, "otlp", &["spanmetrics", "servicegraph"], spans, truth);
+    wait_settled(&gw, spans);
+    // The filter a user types above the graph to see one cluster; here, this run.
+    let filter = format!("{{e2e_run=\"{run}\"}}");
+    let (want_total, want_calls) = (truth.total_requests() as f64, truth.total_calls() as f64);
+    let start = Instant::now();
+    loop {
+        let got = |q: &str| prom_query(&url, q).first().map_or(0.0, |x| x.1);
+        let total = got(&format!("sum(traces_service_graph_request_total{filter})"));
+        let calls = got(&format!("sum(traces_spanmetrics_calls_total{filter})"));
+        // `rate` needs two samples in its range: wait until every series has them, as a
+        // series seen once (a virtual edge appears only after the store TTL) has no rate yet.
+        let samples = |m: &str| {
+            got(&format!(
+                "min(count_over_time({m}{filter}[{GRAFANA_RANGE}]))"
+            ))
+        };
+        if total == want_total
+            && calls == want_calls
+            && samples("traces_service_graph_request_total") >= 2.0
+            && samples("traces_spanmetrics_calls_total") >= 2.0
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "Prometheus has {total} edge requests (want {want_total}) and {calls} span calls \
+             (want {want_calls}) after 30s, or some series fewer than 2 samples; gateway \
+             log:\n{}",
+            gw.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // The node graph: every (client, server) pair of the truth is one row of each metric
+    // (the server histogram only where a server span was seen), with the truth's values.
+    let pairs = pairs(truth);
+    for metric in GRAFANA_SERVICE_MAP_METRICS {
+        // The counters have a row per pair; the server histogram only where a server span
+        // was seen (a virtual server has none).
+        let histogram = metric.starts_with("traces_service_graph_request_server_seconds");
+        let want_rows: BTreeMap<Vec<String>, f64> = pairs
+            .iter()
+            .filter(|(_, p)| !histogram || !p.server_seconds.is_empty())
+            .map(|((c, s), p)| {
+                let v = match metric {
+                    "traces_service_graph_request_total" => p.requests as f64,
+                    "traces_service_graph_request_failed_total" => p.failed as f64,
+                    "traces_service_graph_request_server_seconds_sum" => {
+                        p.server_seconds.iter().sum()
+                    }
+                    // Summed over `le`: each request counts once in every bucket at or above
+                    // its duration.
+                    _ => cumulative_buckets(&p.server_seconds).iter().sum(),
+                };
+                (pair_row(c, s), v)
+            })
+            .collect();
+        let (sum_q, group_q) = grafana_service_map_query(metric, &filter, Some(GRAFANA_RANGE));
+        let got = rows(&sum_q, &prom_query(&url, &sum_q), &["client", "server"]);
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want_rows.keys().collect::<Vec<_>>(),
+            "{sum_q}: the node graph's edges"
+        );
+        assert!(
+            got.values().all(|v| v.is_finite() && *v >= 0.0),
+            "{sum_q}: {got:?}"
+        );
+        if metric == "traces_service_graph_request_total" {
+            assert!(
+                got.values().sum::<f64>() > 0.0,
+                "{sum_q}: no traffic in the range: {got:?}"
+            );
+        }
+        // The labels query: every truth edge with its connection type.
+        let got_labels = rows(
+            &group_q,
+            &prom_query(&url, &group_q),
+            &["client", "connection_type", "server"],
+        );
+        let want_labels: BTreeMap<Vec<String>, f64> = truth
+            .edges
+            .iter()
+            .filter(|(_, e)| !histogram || !e.server_seconds.is_empty())
+            .map(|(k, _)| {
+                let row = vec![
+                    k.client.clone(),
+                    k.connection_type.clone(),
+                    k.server.clone(),
+                ];
+                (row, 1.0)
+            })
+            .collect();
+        assert_same(&group_q, &got_labels, &want_labels);
+        // The same aggregation over the cumulative values: the truth's numbers.
+        let (exact_q, _) = grafana_service_map_query(metric, &filter, None);
+        let exact = rows(&exact_q, &prom_query(&url, &exact_q), &["client", "server"]);
+        if metric == "traces_service_graph_request_server_seconds_sum" {
+            assert_close(&exact_q, &exact, &want_rows);
+        } else {
+            assert_same(&exact_q, &exact, &want_rows);
+        }
+    }
+    // Node stats as `mapPromMetricsToServiceMap` (`graphTransform.ts`) adds them up: each
+    // row counts for its server node; a node that only calls shows 0.
+    let node_stats = |metric: &str| {
+        let (exact_q, _) = grafana_service_map_query(metric, &filter, None);
+        let mut nodes: BTreeMap<Vec<String>, f64> = BTreeMap::new();
+        for (k, v) in rows(&exact_q, &prom_query(&url, &exact_q), &["client", "server"]) {
+            nodes.entry(vec![k[0].clone()]).or_default();
+            *nodes.entry(vec![k[1].clone()]).or_default() += v;
+        }
+        nodes
+    };
+    let mut want_nodes: BTreeMap<Vec<String>, (f64, f64)> = BTreeMap::new();
+    for ((c, s), p) in &pairs {
+        want_nodes.entry(vec![c.clone()]).or_default();
+        let n = want_nodes.entry(vec![s.clone()]).or_default();
+        n.0 += p.requests as f64;
+        n.1 += p.failed as f64;
+    }
+    assert_same(
+        "node requests",
+        &node_stats("traces_service_graph_request_total"),
+        &want_nodes.iter().map(|(k, v)| (k.clone(), v.0)).collect(),
+    );
+    assert_same(
+        "node failed requests",
+        &node_stats("traces_service_graph_request_failed_total"),
+        &want_nodes.iter().map(|(k, v)| (k.clone(), v.1)).collect(),
+    );
+
+    // The RED table under the graph: the whole mesh, then each node as the user filters on
+    // it (`{..., server="<node>"}`, which buildExpr turns into `service="<node>"`).
+    let red: Vec<(&RedKey, &RedTruth)> = truth.red.iter().collect();
+    check_grafana_red_table(&url, &filter, &red);
+    let rate_q = grafana_rate_query(&filter, Some(GRAFANA_RANGE));
+    let rates = prom_query(&url, &rate_q);
+    assert!(
+        rates.iter().map(|r| r.1).sum::<f64>() > 0.0,
+        "{rate_q}: no traffic in the range: {rates:?}"
+    );
+    let servers: std::collections::BTreeSet<&str> =
+        truth.edges.keys().map(|k| k.server.as_str()).collect();
+    let mut tables = 0;
+    for node in servers {
+        let node_filter = format!("{{e2e_run=\"{run}\",server=\"{node}\"}}");
+        let red: Vec<(&RedKey, &RedTruth)> = truth
+            .red
+            .iter()
+            .filter(|(k, _)| k.service == node)
+            .collect();
+        // Every instrumented node of the graph has RED rows under its node id: the span
+        // metrics' `service` and the graph's node names agree.
+        let instrumented = truth
+            .edges
+            .keys()
+            .any(|k| k.server == node && (k.connection_type.is_empty() || k.client == "user"));
+        assert_eq!(
+            red.iter().any(|(k, _)| k.kind == "SPAN_KIND_SERVER"),
+            instrumented,
+            "node {node}: server spans under service={node} in the truth"
+        );
+        tables += usize::from(instrumented);
+        check_grafana_red_table(&url, &node_filter, &red);
+    }
+    assert!(tables >= 4, "the shop has at least four instrumented nodes");
 }

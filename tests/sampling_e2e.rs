@@ -115,15 +115,7 @@ fn metrics_see_every_span_while_the_lake_keeps_only_the_sampled_whole_traces() {
     assert_eq!(traces.len() as u64, ROOTS);
     let spans: u64 = traces.values().map(|t| t.spans).sum();
     for r in &generated.requests {
-        let (status, _, answer) = http_request(
-            http,
-            "POST",
-            "/v1/traces",
-            &[("Content-Type", "application/x-protobuf")],
-            &r.encode_to_vec(),
-        )
-        .expect("POST /v1/traces");
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        post_traces(http, &r.encode_to_vec());
     }
 
     // Derivation saw everything: every span counted by spanmetrics, every request of the truth

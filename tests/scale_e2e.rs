@@ -296,15 +296,7 @@ fn tier_one_routes_whole_traces_to_one_tier_two_and_the_graph_union_is_exact() {
                 }
             }
         }
-        let (status, _, body) = http_request(
-            http,
-            "POST",
-            "/v1/traces",
-            &[("Content-Type", "application/x-protobuf")],
-            &r.encode_to_vec(),
-        )
-        .expect("POST to tier 1");
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        post_traces(http, &r.encode_to_vec());
     }
     let total_spans: usize = spans_per_trace.values().sum();
     let want_requests = generated.truth.total_requests() as f64;
@@ -555,15 +547,7 @@ fn removing_and_adding_back_a_tier_two_instance_moves_only_its_share() {
     let post = |first_span: u64| {
         for (k, chunk) in traces.chunks(100).enumerate() {
             let body = traces_request(chunk, 2, first_span + k as u64 * 1000);
-            let (status, _, answer) = http_request(
-                http,
-                "POST",
-                "/v1/traces",
-                &[("Content-Type", "application/x-protobuf")],
-                &body,
-            )
-            .expect("POST to tier 1");
-            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+            post_traces(http, &body);
         }
     };
     let wait_spans = |want: usize| {
@@ -712,15 +696,7 @@ fn a_tier_two_instance_killed_loses_only_what_it_held() {
         })
         .collect();
     let post = |first_span: u64| {
-        let (status, _, answer) = http_request(
-            http,
-            "POST",
-            "/v1/traces",
-            &[("Content-Type", "application/x-protobuf")],
-            &traces_request(&traces, 2, first_span),
-        )
-        .expect("POST to tier 1");
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        post_traces(http, &traces_request(&traces, 2, first_span));
     };
     let victim_endpoint = [("endpoint", endpoints[2].as_str())];
     // Round 1 reaches all three; the victim holds its share in its batch.

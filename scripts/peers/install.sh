@@ -3,7 +3,7 @@
 #
 #   scripts/peers/install.sh [--force] [peer...]
 #       peers: python telemetrygen jaeger opensearch elasticsearch prometheus nginx
-#              helm kustomize kubeconform kubeschemas (default: all)
+#              helm kustomize kubeconform kubeschemas chromium chromium-driver (default: all)
 #
 # Cache dir: ${MESHGATE_PEERS_DIR:-$HOME/.cache/meshgate/peers}
 #   venv/                 OpenTelemetry Python SDK + OTLP exporters, pyarrow, duckdb (pins: scripts/peers/requirements.txt)
@@ -19,9 +19,10 @@
 #                         wheel from PyPI) and Istio's CRDs (pinned istio.io/api module), converted by
 #                         scripts/peers/kube_schemas.py, whose venv/ (pinned PyYAML) the tests also use
 #   logs/                 full output of the last install of each peer
-# prometheus and nginx are the exceptions: Debian packages (pins: PROMETHEUS_DEB_VERSION,
-# NGINX_DEB_VERSION), installed system-wide with apt-get (as root, or via `sudo -n`) into
-# /usr/bin/prometheus and /usr/sbin/nginx; their system services are kept from starting (see
+# prometheus, nginx, chromium and chromium-driver are the exceptions: Debian packages (pins:
+# PROMETHEUS_DEB_VERSION, NGINX_DEB_VERSION, CHROMIUM_DEB_VERSION), installed system-wide with
+# apt-get (as root, or via `sudo -n`) into /usr/bin/prometheus, /usr/sbin/nginx, /usr/bin/chromium
+# and /usr/bin/chromedriver; the system services of the first two are kept from starting (see
 # install_debian_peer).
 #
 # Idempotent: a peer whose stamp matches its pin is only verified (fast). A changed pin
@@ -54,6 +55,11 @@ PROMETHEUS_DEB_VERSION="2.42.0+ds-5+deb12u1"
 NGINX_VERSION="1.22.1"
 NGINX_DEB_VERSION="1.22.1-9+deb12u11"
 PROMETHEUS_VERSION="2.42.0"       # what `prometheus --version` prints
+# Headless Chromium and its WebDriver server from Debian 12 (bookworm-security), the version
+# `apt-cache policy chromium chromium-driver` offered: the browser of tests/service_map_e2e.rs
+# and benches/service_map.rs. Both packages come from one source package and must match.
+CHROMIUM_VERSION="156.0.8078.108"  # what `chromium --version` / `chromedriver --version` print
+CHROMIUM_DEB_VERSION="156.0.8078.108-1~deb12u1"
 # Manifest checkers for deploy/ (tests/deploy.rs), `go install`ed from the Go module proxy.
 # kustomize v5.8.3 needs Go 1.27; v5.8.2 is the newest that builds with Go 1.26.
 HELM_MODULE="helm.sh/helm/v3"
@@ -75,7 +81,7 @@ KUBE_SCHEMAS_K8S_VERSIONS=(1.30.0 1.37.0)
 ISTIO_API_MODULE="istio.io/api"
 ISTIO_API_VERSION="v1.32.0"
 PYYAML_VERSION="6.0.3"
-ALL_PEERS=(python telemetrygen jaeger opensearch elasticsearch prometheus nginx helm kustomize kubeconform kubeschemas)
+ALL_PEERS=(python telemetrygen jaeger opensearch elasticsearch prometheus nginx helm kustomize kubeconform kubeschemas chromium chromium-driver)
 # -----------------------------------------------------------------------------------------
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -102,7 +108,7 @@ die_with_log() {
 }
 
 usage() {
-    sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 peers=()
@@ -110,7 +116,7 @@ for arg in "$@"; do
     case "$arg" in
         -h | --help) usage; exit 0 ;;
         --force) FORCE=1 ;;
-        python | telemetrygen | jaeger | opensearch | elasticsearch | prometheus | nginx | helm | kustomize | kubeconform | kubeschemas) peers+=("$arg") ;;
+        python | telemetrygen | jaeger | opensearch | elasticsearch | prometheus | nginx | helm | kustomize | kubeconform | kubeschemas | chromium | chromium-driver) peers+=("$arg") ;;
         *) echo "install.sh: ERROR: unknown peer or option '$arg' (known peers: ${ALL_PEERS[*]})" >&2; exit 2 ;;
     esac
 done
@@ -448,11 +454,12 @@ debian_service_off() {
     fi
 }
 
-# install_debian_peer NAME PACKAGE DEB_VERSION OK_LINE: the pinned Debian package, installed
-# with apt-get (as root or via `sudo -n`) with service starts denied and the packaged service
-# disabled afterwards; `<NAME>_verify` (a function) decides whether it is already right.
+# install_debian_peer NAME PACKAGE DEB_VERSION OK_LINE [SERVICE]: the pinned Debian package,
+# installed with apt-get (as root or via `sudo -n`) with service starts denied and the packaged
+# service SERVICE (default NAME; "" for a package without one) disabled afterwards;
+# `<NAME>_verify` (a function) decides whether it is already right.
 install_debian_peer() {
-    local name="$1" pkg="$2" debver="$3" okline="$4"
+    local name="$1" pkg="$2" debver="$3" okline="$4" service="${5-$1}"
     local log="$PEERS_DIR/logs/$name.log"
     local want="$pkg=$debver"
 
@@ -512,8 +519,10 @@ install_debian_peer() {
     restore_policy
     trap - INT TERM EXIT
     [[ $rc -eq 0 ]] || die_with_log "$log" "peer $name: apt-get install $want failed (exit $rc; see $log)"
-    debian_service_off "$name" "${as_root[@]}" >>"$log" 2>&1 \
-        || die_with_log "$log" "peer $name: could not stop/disable the packaged $name service"
+    if [[ -n "$service" ]]; then
+        debian_service_off "$service" "${as_root[@]}" >>"$log" 2>&1 \
+            || die_with_log "$log" "peer $name: could not stop/disable the packaged $service service"
+    fi
     "${name}_verify" 2>>"$log" || die_with_log "$log" "peer $name: installed package failed verification"
     note "peer $name: installed in $((SECONDS - t0))s"
     echo "peer $name: ok ($okline)"
@@ -543,6 +552,35 @@ nginx_verify() {
 install_nginx() {
     install_debian_peer nginx nginx "$NGINX_DEB_VERSION" \
         "/usr/sbin/nginx, $NGINX_VERSION = Debian $NGINX_DEB_VERSION"
+}
+
+# ---- chromium / chromium-driver: Debian packages, pinned -----------------------------------
+# The headless browser of the service map test and benchmark, driven over W3C WebDriver by
+# chromedriver. No system service. chromium-driver depends on chromium of the same version, so
+# installing it pinned also pins the browser; each peer verifies its own package and binary.
+chromium_deb_verify() {
+    local pkg="$1" bin="$2" prefix="$3" have out
+    have="$(dpkg-query -W -f='${db:Status-Status} ${Version}' "$pkg" 2>/dev/null)" \
+        || { echo "Debian package $pkg is not installed" >&2; return 1; }
+    [[ "$have" == "installed $CHROMIUM_DEB_VERSION" ]] \
+        || { echo "Debian package $pkg: '$have', pinned $CHROMIUM_DEB_VERSION" >&2; return 1; }
+    [[ -x "$bin" ]] || { echo "$bin missing" >&2; return 1; }
+    out="$("$bin" --version 2>&1)" || { echo "$bin --version failed: $out" >&2; return 1; }
+    grep -Fq "$prefix $CHROMIUM_VERSION" <<<"$out" \
+        || { echo "$bin --version is not $prefix $CHROMIUM_VERSION: $(head -1 <<<"$out")" >&2; return 1; }
+}
+
+chromium_verify() { chromium_deb_verify chromium /usr/bin/chromium Chromium; }
+chromium-driver_verify() { chromium_deb_verify chromium-driver /usr/bin/chromedriver ChromeDriver; }
+
+install_chromium() {
+    install_debian_peer chromium chromium "$CHROMIUM_DEB_VERSION" \
+        "/usr/bin/chromium, $CHROMIUM_VERSION = Debian $CHROMIUM_DEB_VERSION" ""
+}
+
+install_chromium-driver() {
+    install_debian_peer chromium-driver chromium-driver "$CHROMIUM_DEB_VERSION" \
+        "/usr/bin/chromedriver, $CHROMIUM_VERSION = Debian $CHROMIUM_DEB_VERSION" ""
 }
 
 # ---- helm / kustomize / kubeconform: manifest checkers, go install, pinned ----------------

@@ -3,6 +3,8 @@
 //! SDK, telemetrygen) installed by `scripts/peers/install.sh`.
 #![allow(dead_code)]
 
+pub mod webdriver;
+
 use meshgate_pdata::{Payload, Signal};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -189,6 +191,25 @@ impl Drop for Gateway {
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let (status, _, body) = http_request(port, "GET", path, &[], &[])?;
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// POSTs an OTLP/HTTP protobuf traces body to `/v1/traces` on `port` and asserts the 200, as
+/// the e2e tests and benches feed a gateway.
+pub fn post_traces(port: u16, body: &[u8]) {
+    let (status, _, answer) = http_request(
+        port,
+        "POST",
+        "/v1/traces",
+        &[("Content-Type", "application/x-protobuf")],
+        body,
+    )
+    .expect("POST /v1/traces");
+    assert_eq!(
+        status,
+        200,
+        "POST /v1/traces: {}",
+        String::from_utf8_lossy(&answer)
+    );
 }
 
 /// A minimal HTTP/1.1 request on 127.0.0.1; returns status, headers (lower-case names) and body.

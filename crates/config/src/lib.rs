@@ -26,6 +26,7 @@
 //!                 signals: Signal::ALL.to_vec(),
 //!                 produces: Vec::new(),
 //!                 schema: schemars::schema_for!(DebugExporter),
+//!                 signal_requires: Vec::new(),
 //!             }
 //!         })
 //!     }

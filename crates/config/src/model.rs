@@ -141,6 +141,9 @@ pub struct ComponentSpec {
     pub produces: Vec<Signal>,
     /// JSON Schema of the component's config body, from `schemars::schema_for!(TheConfig)`.
     pub schema: schemars::Schema,
+    /// Signals the component takes only when a key of its body is set, as `(signal, key)`:
+    /// the `elasticsearch` exporter takes metrics only with `dependencies`. Empty for most.
+    pub signal_requires: Vec<(Signal, &'static str)>,
 }
 
 /// What the validator needs to know about each component type. Implemented by the binary from

@@ -136,6 +136,7 @@ impl Catalog for TestCatalog {
                     signals: vec![Signal::Traces, Signal::Logs],
                     produces: vec![Signal::Metrics],
                     schema: schemars::schema_for!(CountConnector),
+                    signal_requires: Vec::new(),
                 });
             }
             (Kind::Connector, "forward") => {
@@ -143,6 +144,7 @@ impl Catalog for TestCatalog {
                     signals: Signal::ALL.to_vec(),
                     produces: Signal::ALL.to_vec(),
                     schema: schemars::schema_for!(CountConnector),
+                    signal_requires: Vec::new(),
                 });
             }
             _ => return None,
@@ -151,6 +153,7 @@ impl Catalog for TestCatalog {
             signals,
             produces: Vec::new(),
             schema,
+            signal_requires: Vec::new(),
         })
     }
 

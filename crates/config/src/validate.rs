@@ -58,6 +58,8 @@ struct Defined {
     signals: Option<Vec<Signal>>,
     /// A connector's emitted signals.
     produces: Option<Vec<Signal>>,
+    /// Signals it takes only with a key its body lacks, as `(signal, key)`.
+    unmet: Vec<(Signal, &'static str)>,
 }
 
 /// Where one connector is used: `(pipeline, key path of the list item)` per side.
@@ -207,11 +209,19 @@ impl Validator<'_> {
                     self.error(&p.path, p.message, p.help);
                 }
             }
+            let unmet = spec.as_ref().map_or_else(Vec::new, |s| {
+                s.signal_requires
+                    .iter()
+                    .filter(|(_, key)| body.get(*key).is_none_or(Value::is_null))
+                    .copied()
+                    .collect()
+            });
             self.defined.insert(
                 (kind_key(kind), id.clone()),
                 Defined {
                     signals: spec.as_ref().map(|s| s.signals.clone()),
                     produces: spec.map(|s| s.produces),
+                    unmet,
                 },
             );
             self.config.section_mut(kind).insert(id, body);
@@ -488,6 +498,23 @@ impl Validator<'_> {
                         )
                     };
                     self.error(&item_path, message, Some(help));
+                } else if !as_receiver
+                    && let Some((_, key)) = self
+                        .defined
+                        .get(&key)
+                        .and_then(|d| d.unmet.iter().find(|(s, _)| *s == id.signal))
+                {
+                    let section = kind.section();
+                    self.error(
+                        &item_path,
+                        format!(
+                            "{kind} `{cid}` takes signal `{}` only with `{section}.{cid}.{key}` set",
+                            id.signal
+                        ),
+                        Some(format!(
+                            "add `{key}:` to `{section}.{cid}` (`{key}: {{}}` for its defaults), or remove `{cid}` from pipeline `{id}`"
+                        )),
+                    );
                 }
                 if kind == Kind::Connector {
                     let uses = self.connector_uses.entry(cid.clone()).or_default();

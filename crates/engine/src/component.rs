@@ -184,8 +184,9 @@ pub struct BuildContext<'a> {
     pub config: &'a serde_json::Value,
     /// The self-telemetry registry.
     pub telemetry: &'a Registry,
-    /// Routes under `/api/` on the admin endpoint; a component that serves state over HTTP
-    /// (the service graph's topology) registers its handler here.
+    /// Routes on the admin endpoint besides the built-in ones; a component that serves state
+    /// or pages over HTTP (the service graph's `/api/v1/topology` and `/service-map`)
+    /// registers its handlers here.
     pub api: ApiRoutes,
 }
 
@@ -215,6 +216,12 @@ pub trait Factory: Send + Sync {
     fn description(&self) -> &'static str;
     /// JSON Schema of its config body.
     fn schema(&self) -> schemars::Schema;
+    /// Signals it takes only when a key of its body is set, as `(signal, key)`, so
+    /// `meshgate validate` refuses a pipeline that would feed it data it cannot use. Default:
+    /// none.
+    fn signal_requires(&self) -> &'static [(Signal, &'static str)] {
+        &[]
+    }
     /// Checks a config body beyond what its schema can say (relations between fields,
     /// regexes, URLs) without building anything, so `meshgate validate` reports what `run`
     /// would refuse. The message needs no component id: the caller adds the key path.

@@ -160,6 +160,7 @@ fn spec_of(f: &(impl crate::component::Factory + ?Sized)) -> ComponentSpec {
         signals: f.signals().to_vec(),
         produces: Vec::new(),
         schema: f.schema(),
+        signal_requires: f.signal_requires().to_vec(),
     }
 }
 

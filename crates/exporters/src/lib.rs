@@ -7,7 +7,7 @@
 //! | `debug`    | all     | the gateway's own log |
 //! | `file`     | all     | a local file, one OTLP/JSON export request per line |
 //! | `jaeger`   | traces  | Jaeger: OTLP to a v2 collector, or the native `api_v2` gRPC collector |
-//! | `elasticsearch` | traces, logs | Elasticsearch / OpenSearch `_bulk` (otel, ecs, dataprepper mappings) |
+//! | `elasticsearch` | traces, logs (metrics with `dependencies`) | Elasticsearch / OpenSearch `_bulk` (otel, ecs, dataprepper mappings; service graph as Jaeger dependency documents) |
 //! | `prometheusremotewrite` | metrics | Prometheus Remote Write 1.0 |
 //! | `prometheus` | metrics | a scrape endpoint with the current value of every series |
 //! | `parquet` | all | a Hive-partitioned Parquet lake queried by `meshgate query` |

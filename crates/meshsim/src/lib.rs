@@ -49,6 +49,7 @@
 
 mod emit;
 mod sim;
+pub mod synthetic;
 pub mod topology;
 pub mod truth;
 
@@ -66,6 +67,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 pub use emit::{Body, Delivery, FlushPolicies, FlushPolicy};
+pub use synthetic::{Synthetic, SyntheticMesh};
 pub use topology::{Topology, TopologyError};
 pub use truth::GroundTruth;
 

@@ -14,7 +14,7 @@ pub mod rpc;
 pub mod sampling;
 pub mod validate;
 
-pub use payload::{Payload, Signal};
+pub use payload::{Payload, Signal, metric_points};
 
 /// Re-exports of the OTLP message types, so other crates name one path.
 pub mod otlp {

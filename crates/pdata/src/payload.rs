@@ -174,8 +174,8 @@ fn point_count(rm: &[ResourceMetrics]) -> usize {
         .sum()
 }
 
-/// Number of data points in one metric.
-pub(crate) fn metric_points(m: &Metric) -> usize {
+/// Number of data points in one metric, of any type: what the metrics signal counts as items.
+pub fn metric_points(m: &Metric) -> usize {
     match &m.data {
         Some(metric::Data::Gauge(g)) => g.data_points.len(),
         Some(metric::Data::Sum(s)) => s.data_points.len(),

@@ -315,15 +315,32 @@ impl ServiceGraph {
         self.build_metrics(now)
     }
 
-    /// The topology over `window` (capped at the retention) at `now`, as the JSON the API
-    /// serves.
-    pub fn topology(&self, window: Duration, now: SystemTime) -> serde_json::Value {
-        self.topology.query(
-            window.min(self.topology.retention()),
-            unix_nanos(now),
-            &self.nodes,
-            &self.bounds,
-        )
+    /// The topology `q` asks for at `now`, for the API to serialise once the graph's lock
+    /// is released; `Err` names an unknown `q.node`.
+    pub fn topology_view(
+        &self,
+        q: &super::topology::Query,
+        now: SystemTime,
+    ) -> Result<super::topology::View, String> {
+        let q = super::topology::Query {
+            window: q.window.min(self.topology.retention()),
+            ..q.clone()
+        };
+        self.topology
+            .query(&q, unix_nanos(now), &self.nodes, &self.bounds)
+    }
+
+    /// The whole topology over `window` at `now` as JSON, for tests.
+    #[cfg(test)]
+    pub(crate) fn topology(&self, window: Duration, now: SystemTime) -> serde_json::Value {
+        let q = super::topology::Query {
+            window,
+            format: super::topology::Format::Json,
+            exemplars: true,
+            node: None,
+        };
+        serde_json::to_value(self.topology_view(&q, now).expect("no node filter"))
+            .expect("serialisable")
     }
 
     // ----- reading spans ------------------------------------------------------------------

@@ -8,7 +8,8 @@
 //! calls, not a Tempo metric). The same state answers `GET /api/v1/topology?window=5m` on the
 //! admin endpoint: nodes and edges with request rate, error rate and latency percentiles
 //! (`format=json`, the default), or the same as Grafana's node graph panel reads
-//! (`format=nodegraph`, see `topology::nodegraph`).
+//! (`format=nodegraph`, see `topology::nodegraph`), with exemplar calls per edge and node;
+//! and the live service map page that draws it, `GET /service-map` (see `page`).
 //!
 //! Mesh shapes it understands: Zipkin shared span ids, Envoy sidecars interleaved with
 //! application spans, Linkerd's four spans per hop, uninstrumented peers (virtual nodes from
@@ -26,12 +27,14 @@ pub mod config;
 pub mod graph;
 mod hash;
 mod identity;
+mod page;
 mod store;
 mod topology;
 
 pub use config::ServiceGraphConfig;
 pub use graph::{ServiceGraph, Stats};
 use topology::Format;
+pub use topology::{Format as TopologyFormat, Query as TopologyQuery, View as TopologyView};
 
 use meshgate_engine::admin::{ApiRequest, ApiResponse};
 use meshgate_engine::telemetry::{Counter, Gauge, Registry};
@@ -90,6 +93,8 @@ impl ConnectorFactory for ServiceGraphFactory {
             &ctx.id,
             Arc::new(move |req: &ApiRequest| topology_response(&api_graph, req, clock.now())),
         );
+        // The live service map page that reads it (`/service-map`, shared by all connectors).
+        page::register(&ctx.api);
         let ttl = cfg.store.ttl.0;
         let flush_every = cfg.metrics_flush_interval.0;
         let now = Instant::now();
@@ -113,15 +118,24 @@ fn topology_response(
     req: &ApiRequest,
     now: SystemTime,
 ) -> ApiResponse {
-    let g = lock(graph);
-    let parsed = topology::parse_window(&req.query, g.topology_retention())
-        .and_then(|w| Ok((w, topology::parse_format(&req.query)?)));
-    match parsed {
-        Ok((window, Format::Json)) => ApiResponse::json(&g.topology(window, now)),
-        Ok((window, Format::NodeGraph)) => {
-            ApiResponse::json(&topology::nodegraph(&g.topology(window, now)))
-        }
-        Err(e) => ApiResponse::error(400, e),
+    // The lock is held only while the numbers are summed; the answer (megabytes for a big
+    // mesh) is serialised after, so spans keep flowing meanwhile.
+    let (q, view) = {
+        let g = lock(graph);
+        let q = match topology::parse_query(&req.query, g.topology_retention()) {
+            Ok(q) => q,
+            Err(e) => return ApiResponse::error(400, e),
+        };
+        let view = g.topology_view(&q, now);
+        (q, view)
+    };
+    let view = match view {
+        Ok(v) => v,
+        Err(e) => return ApiResponse::error(404, e),
+    };
+    match q.format {
+        Format::Json => ApiResponse::json(&view),
+        Format::NodeGraph => ApiResponse::json(&topology::nodegraph(&view)),
     }
 }
 

@@ -1147,6 +1147,18 @@ fn idle_series_expire_and_zero_keeps_them() {
     assert_eq!(edges(&mut g, 1e6).len(), 1);
 }
 
+/// The `format=nodegraph` answer over `window` at `now`, as JSON.
+fn nodegraph(g: &ServiceGraph, window: Duration, now: SystemTime) -> serde_json::Value {
+    let q = topology::Query {
+        window,
+        format: topology::Format::NodeGraph,
+        exemplars: false,
+        node: None,
+    };
+    let view = g.topology_view(&q, now).unwrap();
+    serde_json::to_value(topology::nodegraph(&view)).unwrap()
+}
+
 #[test]
 fn topology_sums_the_buckets_of_the_window() {
     let mut g = graph(cfg());
@@ -1390,6 +1402,77 @@ fn topology_lists_exemplar_calls_failed_first_then_slowest_then_newest() {
 }
 
 #[test]
+fn topology_can_leave_exemplars_out_and_narrow_to_one_node() {
+    let mut g = graph(cfg());
+    // a -> b -> c, and d -> c: asking for `b` gives a, b, c and the two edges touching b, with
+    // c's numbers whole (it also served d).
+    for i in 0..4u8 {
+        g.consume(
+            &request(&[
+                &client("a", i, 1, None, 30),
+                &server("b", i, 2, Some(1), 25),
+                &client("b", i, 3, Some(2), 10),
+                &server("c", i, 4, Some(3), 8),
+                &client("d", i, 5, None, 9),
+                &server("c", i, 6, Some(5), 7),
+            ]),
+            at(0.0),
+        );
+    }
+    let q = |exemplars: bool, node: Option<&str>| topology::Query {
+        window: Duration::from_secs(60),
+        format: topology::Format::Json,
+        exemplars,
+        node: node.map(str::to_string),
+    };
+    let json =
+        |q: &topology::Query| serde_json::to_value(g.topology_view(q, at(10.0)).unwrap()).unwrap();
+    let ids = |t: &serde_json::Value, key: &str| -> Vec<String> {
+        t[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let whole = json(&q(true, None));
+    assert_eq!(ids(&whole, "edges"), ["a->b", "b->c", "d->c"]);
+    // One bucket: its slowest call (the first of equals) and its newest.
+    let traces = |e: &serde_json::Value| -> Vec<String> {
+        e["exemplars"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["trace_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        traces(&whole["edges"][0]),
+        [hex::encode([0u8; 16]), hex::encode([3u8; 16])]
+    );
+    let lean = json(&q(false, None));
+    assert_eq!(ids(&lean, "edges"), ids(&whole, "edges"));
+    for key in ["edges", "nodes"] {
+        for item in lean[key].as_array().unwrap() {
+            assert!(item.get("exemplars").is_none(), "{item}");
+        }
+    }
+    assert_eq!(lean["edges"][1]["requests"], whole["edges"][1]["requests"]);
+
+    let b = json(&q(true, Some("b")));
+    assert_eq!(ids(&b, "edges"), ["a->b", "b->c"]);
+    assert_eq!(ids(&b, "nodes"), ["a", "b", "c"]);
+    let c = &b["nodes"][2];
+    assert_eq!(c["requests"], 8, "c's numbers count what d sent too");
+    assert_eq!(traces(&b["edges"][1]), traces(&whole["edges"][1]));
+
+    let e = g
+        .topology_view(&q(true, Some("nope")), at(10.0))
+        .unwrap_err();
+    assert!(e.starts_with("no node `nope` in the last 1m"), "{e}");
+}
+
+#[test]
 fn nodegraph_has_grafanas_fields_and_the_topology_numbers() {
     let g = network_graph(&[
         (30, 20, false),
@@ -1398,7 +1481,7 @@ fn nodegraph_has_grafanas_fields_and_the_topology_numbers() {
         (30, 20, false),
     ]);
     let topo = g.topology(Duration::from_secs(300), at(300.0));
-    let ng = topology::nodegraph(&topo);
+    let ng = nodegraph(&g, Duration::from_secs(300), at(300.0));
     assert_eq!(
         ng.as_object().unwrap().keys().collect::<Vec<_>>(),
         ["edges", "nodes"]
@@ -1524,7 +1607,7 @@ fn nodegraph_subtitle_is_the_namespace_when_known() {
         &[],
     );
     g.consume(&request(&[&c, &server("api", 1, 2, Some(1), 2)]), at(0.0));
-    let ng = topology::nodegraph(&g.topology(Duration::from_secs(60), at(10.0)));
+    let ng = nodegraph(&g, Duration::from_secs(60), at(10.0));
     let web = ng["nodes"]
         .as_array()
         .unwrap()

@@ -16,7 +16,7 @@ use super::hash::FastMap;
 use super::identity::{NodeId, Nodes, USER_NODE};
 use super::store::Key;
 use crate::histogram::ExplicitHistogram;
-use serde_json::{Value as Json, json};
+use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -202,7 +202,7 @@ impl Candidates {
 
 /// Picks up to [`MAX_EXEMPLARS`] calls out of `candidates`, one per trace: failed calls first
 /// (newest first), then the slowest, then the newest.
-fn pick_exemplars<'a>(candidates: impl Iterator<Item = &'a Exemplar>) -> Json {
+fn pick_exemplars<'a>(candidates: impl Iterator<Item = &'a Exemplar>) -> Vec<ExemplarView> {
     let mut all: Vec<&Exemplar> = candidates.collect();
     let mut picked: Vec<&Exemplar> = Vec::with_capacity(MAX_EXEMPLARS);
     let mut take = |ordered: &[&'a Exemplar], only_failed: bool| {
@@ -221,20 +221,16 @@ fn pick_exemplars<'a>(candidates: impl Iterator<Item = &'a Exemplar>) -> Json {
     all.sort_by(|a, b| b.latency.total_cmp(&a.latency));
     take(&all, false);
     take(&newest_first, false);
-    Json::Array(
-        picked
-            .into_iter()
-            .map(|e| {
-                json!({
-                    "trace_id": hex::encode(e.call.trace),
-                    "span_id": hex::encode(e.call.span),
-                    "duration_seconds": e.latency,
-                    "failed": e.failed,
-                    "timestamp": rfc3339(e.at),
-                })
-            })
-            .collect(),
-    )
+    picked
+        .into_iter()
+        .map(|e| ExemplarView {
+            trace_id: Hex(e.call.trace),
+            span_id: Hex(e.call.span),
+            duration_seconds: e.latency,
+            failed: e.failed,
+            timestamp: Timestamp(e.at),
+        })
+        .collect()
 }
 
 /// Per node pair buckets.
@@ -335,15 +331,23 @@ impl Topology {
         });
     }
 
-    /// The topology JSON over `window` (already capped to the retention) at `now`.
-    pub(crate) fn query(&self, window: Duration, now: u64, nodes: &Nodes, bounds: &[f64]) -> Json {
-        let window_ns = window.as_nanos() as u64;
-        let window_s = window.as_secs_f64();
+    /// The topology over `q.window` (already capped to the retention) at `now`, as owned
+    /// data: the caller serialises it after letting go of the graph's lock. `Err` names an
+    /// unknown `q.node`.
+    pub(crate) fn query(
+        &self,
+        q: &Query,
+        now: u64,
+        nodes: &Nodes,
+        bounds: &[f64],
+    ) -> Result<View, String> {
+        let window_ns = q.window.as_nanos() as u64;
+        let window_s = q.window.as_secs_f64();
         let now_tick = now / self.res_ns;
         let from_tick = now.saturating_sub(window_ns).div_ceil(self.res_ns);
-        let empty_hist = || ExplicitHistogram::new(bounds);
 
         struct NodeAgg {
+            id: NodeId,
             kind: u8,
             requests: u64,
             failed: u64,
@@ -353,11 +357,31 @@ impl Topology {
             served: Candidates,
             made: Candidates,
         }
-        let mut node_aggs: BTreeMap<&str, (NodeId, NodeAgg)> = BTreeMap::new();
-        let mut edges_json: BTreeMap<String, Json> = BTreeMap::new();
+        let new_agg = |id: NodeId| NodeAgg {
+            id,
+            kind: u8::MAX,
+            requests: 0,
+            failed: 0,
+            server: ExplicitHistogram::new(bounds),
+            client: ExplicitHistogram::new(bounds),
+            served: Candidates::default(),
+            made: Candidates::default(),
+        };
+        let wanted = q.node.as_deref();
+        let mut node_aggs: BTreeMap<&str, NodeAgg> = BTreeMap::new();
+        let mut edges: Vec<EdgeView> = Vec::new();
+        let (mut ch, mut sh, mut nh) = (
+            ExplicitHistogram::new(bounds),
+            ExplicitHistogram::new(bounds),
+            ExplicitHistogram::new(bounds),
+        );
         for ((c, s), buckets) in &self.edges {
+            let (cn, sn) = (nodes.get(*c), nodes.get(*s));
+            let touches = wanted.is_none_or(|w| *cn.id == *w || *sn.id == *w);
             let (mut classes, mut requests, mut failed) = (0u8, 0u64, 0u64);
-            let (mut ch, mut sh, mut nh) = (empty_hist(), empty_hist(), empty_hist());
+            for h in [&mut ch, &mut sh, &mut nh] {
+                h.clear();
+            }
             let mut candidates = Candidates::default();
             for b in buckets
                 .iter()
@@ -371,39 +395,38 @@ impl Topology {
                 b.client.add_to(&mut ch);
                 b.server.add_to(&mut sh);
                 b.network.add_to(&mut nh);
-                candidates.add(&b.exemplars);
+                if q.exemplars {
+                    candidates.add(&b.exemplars);
+                }
             }
             if classes == 0 {
                 continue;
             }
-            let (cn, sn) = (nodes.get(*c), nodes.get(*s));
-            let conn = if classes & (class::PAIRED) != 0 {
-                ""
-            } else if classes & class::DATABASE != 0 {
-                "database"
-            } else if classes & class::MESSAGING != 0 {
-                "messaging_system"
-            } else {
-                "virtual_node"
-            };
-            let id = format!("{}->{}", cn.id, sn.id);
-            edges_json.insert(
-                id.clone(),
-                json!({
-                    "id": id,
-                    "source": &*cn.id,
-                    "target": &*sn.id,
-                    "connection_type": conn,
-                    "requests": requests,
-                    "requests_per_second": rate(requests, window_s),
-                    "failed": failed,
-                    "error_rate": ratio(failed, requests),
-                    "client_latency_seconds": quantiles(&ch, bounds),
-                    "server_latency_seconds": quantiles(&sh, bounds),
-                    "network_latency_seconds": quantiles(&nh, bounds),
-                    "exemplars": pick_exemplars(candidates.iter()),
-                }),
-            );
+            if touches {
+                let conn = if classes & class::PAIRED != 0 {
+                    ""
+                } else if classes & class::DATABASE != 0 {
+                    "database"
+                } else if classes & class::MESSAGING != 0 {
+                    "messaging_system"
+                } else {
+                    "virtual_node"
+                };
+                edges.push(EdgeView {
+                    id: format!("{}->{}", cn.id, sn.id),
+                    source: cn.id.clone(),
+                    target: sn.id.clone(),
+                    connection_type: conn,
+                    requests,
+                    requests_per_second: rate(requests, window_s),
+                    failed,
+                    error_rate: ratio(failed, requests),
+                    client_latency_seconds: quantiles(&ch, bounds),
+                    server_latency_seconds: quantiles(&sh, bounds),
+                    network_latency_seconds: quantiles(&nh, bounds),
+                    exemplars: q.exemplars.then(|| pick_exemplars(candidates.iter())),
+                });
+            }
             // Kinds, strongest first: a node that sent or served a traced request is a
             // service; a peer only seen from unpaired callers is what they called; `user`
             // only ever calls.
@@ -421,36 +444,39 @@ impl Topology {
             } else {
                 KIND_VIRTUAL
             };
-            let new_agg = |id: NodeId| {
-                (
-                    id,
-                    NodeAgg {
-                        kind: u8::MAX,
-                        requests: 0,
-                        failed: 0,
-                        server: empty_hist(),
-                        client: empty_hist(),
-                        served: Candidates::default(),
-                        made: Candidates::default(),
-                    },
-                )
-            };
-            let ca = &mut node_aggs.entry(&cn.id).or_insert_with(|| new_agg(*c)).1;
+            let ca = node_aggs.entry(&cn.id).or_insert_with(|| new_agg(*c));
             ca.kind = ca.kind.min(client_kind);
-            let sa = &mut node_aggs.entry(&sn.id).or_insert_with(|| new_agg(*s)).1;
+            merge_candidates(&mut ca.made, &candidates);
+            let sa = node_aggs.entry(&sn.id).or_insert_with(|| new_agg(*s));
             sa.kind = sa.kind.min(server_kind);
             sa.requests += requests;
             sa.failed += failed;
             sa.server.merge(&sh);
             sa.client.merge(&ch);
             merge_candidates(&mut sa.served, &candidates);
-            let ca = &mut node_aggs.get_mut(&*cn.id).expect("inserted above").1;
-            merge_candidates(&mut ca.made, &candidates);
         }
-        let nodes_json: Vec<Json> = node_aggs
-            .into_values()
-            .map(|(id, a)| {
-                let n = nodes.get(id);
+        if let Some(w) = wanted
+            && !node_aggs.contains_key(w)
+        {
+            return Err(format!(
+                "no node `{w}` in the last {}: it made and served no call in the window \
+                 (node ids are as in the topology's `nodes[].id`, e.g. `reviews.default`)",
+                meshgate_config::DurationValue(q.window)
+            ));
+        }
+        // With `node`, that node and the other ends of its edges.
+        let shown: Option<std::collections::BTreeSet<&str>> = wanted.map(|w| {
+            edges
+                .iter()
+                .flat_map(|e| [&*e.source, &*e.target])
+                .chain([w])
+                .collect()
+        });
+        let nodes_out: Vec<NodeView> = node_aggs
+            .into_iter()
+            .filter(|(id, _)| shown.as_ref().is_none_or(|s| s.contains(id)))
+            .map(|(_, a)| {
+                let n = nodes.get(a.id);
                 // A node's latency is how long it took to serve; peers nobody traced
                 // inside (virtual nodes) are measured from their callers.
                 let lat = if a.server.count > 0 {
@@ -458,31 +484,35 @@ impl Topology {
                 } else {
                     quantiles(&a.client, bounds)
                 };
-                json!({
-                    "id": &*n.id,
-                    "name": &*n.name,
-                    "namespace": n.namespace.as_deref(),
-                    "kind": KIND_NAMES[a.kind.min(KIND_USER) as usize],
-                    "requests": a.requests,
-                    "requests_per_second": rate(a.requests, window_s),
-                    "failed": a.failed,
-                    "error_rate": ratio(a.failed, a.requests),
-                    "latency_seconds": lat,
-                    // What it served; a node that only calls (`user`) shows what it called.
-                    "exemplars": if a.served.newest.is_empty() {
+                // What it served; a node that only calls (`user`) shows what it called.
+                let exemplars = q.exemplars.then(|| {
+                    if a.served.newest.is_empty() {
                         pick_exemplars(a.made.iter())
                     } else {
                         pick_exemplars(a.served.iter())
-                    },
-                })
+                    }
+                });
+                NodeView {
+                    id: n.id.clone(),
+                    name: n.name.clone(),
+                    namespace: n.namespace.clone(),
+                    kind: KIND_NAMES[a.kind.min(KIND_USER) as usize],
+                    requests: a.requests,
+                    requests_per_second: rate(a.requests, window_s),
+                    failed: a.failed,
+                    error_rate: ratio(a.failed, a.requests),
+                    latency_seconds: lat,
+                    exemplars,
+                }
             })
             .collect();
-        json!({
-            "window_seconds": window_s,
-            "resolution_seconds": self.res_ns as f64 / 1e9,
-            "generated_at": rfc3339(now),
-            "nodes": nodes_json,
-            "edges": edges_json.into_values().collect::<Vec<_>>(),
+        edges.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        Ok(View {
+            window_seconds: window_s,
+            resolution_seconds: self.res_ns as f64 / 1e9,
+            generated_at: Timestamp(now),
+            nodes: nodes_out,
+            edges,
         })
     }
 }
@@ -518,14 +548,11 @@ fn ratio(a: u64, b: u64) -> f64 {
     if b > 0 { a as f64 / b as f64 } else { 0.0 }
 }
 
-fn quantiles(h: &ExplicitHistogram, bounds: &[f64]) -> Json {
-    if h.count == 0 {
-        return Json::Null;
-    }
-    json!({
-        "p50": h.quantile(bounds, 0.50),
-        "p95": h.quantile(bounds, 0.95),
-        "p99": h.quantile(bounds, 0.99),
+fn quantiles(h: &ExplicitHistogram, bounds: &[f64]) -> Option<Quantiles> {
+    (h.count > 0).then(|| Quantiles {
+        p50: h.quantile(bounds, 0.50),
+        p95: h.quantile(bounds, 0.95),
+        p99: h.quantile(bounds, 0.99),
     })
 }
 
@@ -556,7 +583,7 @@ pub(crate) fn parse_window(
 /// The shapes the topology API answers in, chosen by its `format` query parameter, so one
 /// endpoint serves both meshgate's own JSON and what Grafana's node graph panel reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Format {
+pub enum Format {
     /// `format=json` or no parameter: the topology JSON of [`Topology::query`].
     Json,
     /// `format=nodegraph`: Grafana's node graph shape, see [`nodegraph`].
@@ -575,9 +602,186 @@ pub(crate) fn parse_format(query: &BTreeMap<String, String>) -> Result<Format, S
     }
 }
 
-/// Reshapes the topology JSON of [`Topology::query`] into Grafana's node graph panel data:
-/// `{"nodes": [...], "edges": [...]}`, one row per node and edge with the panel's field names,
-/// so a JSON data source (e.g. Infinity with root `nodes` / `edges`) feeds the panel directly.
+/// One topology call's parameters, from its query string (see [`parse_query`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Query {
+    /// `window`: how far back, capped at the retention. Default `5m`.
+    pub window: Duration,
+    /// `format`: `json` or `nodegraph`.
+    pub format: Format,
+    /// `exemplars=false` leaves the exemplar calls out: most of a big mesh's answer, and the
+    /// service map page fetches them only for what is clicked. Default `true`.
+    pub exemplars: bool,
+    /// `node=<id>`: only that node, its edges and the nodes at their other ends (with their
+    /// full numbers). Default: everything.
+    pub node: Option<String>,
+}
+
+/// Parses the topology API's query string: `window`, `format`, `exemplars`, `node` (and
+/// `component`, which the router consumed). Unknown parameters are refused by name, so a typo
+/// does not silently answer something else.
+pub(crate) fn parse_query(
+    query: &BTreeMap<String, String>,
+    retention: Duration,
+) -> Result<Query, String> {
+    if let Some(k) = query.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "window" | "format" | "exemplars" | "node" | "component"
+        )
+    }) {
+        return Err(format!(
+            "unknown parameter `{k}`; the topology API takes `window`, `format`, `exemplars`, \
+             `node` and `component`"
+        ));
+    }
+    let exemplars = match query.get("exemplars").map(String::as_str) {
+        None | Some("true") | Some("1") => true,
+        Some("false") | Some("0") => false,
+        Some(other) => {
+            return Err(format!(
+                "invalid `exemplars` parameter `{other}`; write `true` or `false`"
+            ));
+        }
+    };
+    let node = match query.get("node") {
+        Some(n) if n.is_empty() => {
+            return Err(
+                "invalid `node` parameter: it is empty; give a node id such as \
+                        `reviews.default`"
+                    .into(),
+            );
+        }
+        other => other.cloned(),
+    };
+    Ok(Query {
+        window: parse_window(query, retention)?,
+        format: parse_format(query)?,
+        exemplars,
+        node,
+    })
+}
+
+/// The topology over a window, as the API serves it (see the README for the fields). Owned,
+/// so it is built under the graph's lock and serialised after.
+#[derive(Serialize, Debug)]
+pub struct View {
+    window_seconds: f64,
+    resolution_seconds: f64,
+    generated_at: Timestamp,
+    nodes: Vec<NodeView>,
+    edges: Vec<EdgeView>,
+}
+
+/// A node: a service, `user`, or a peer nobody traced inside.
+#[derive(Serialize, Debug)]
+struct NodeView {
+    id: Box<str>,
+    name: Box<str>,
+    namespace: Option<Box<str>>,
+    kind: &'static str,
+    requests: u64,
+    requests_per_second: f64,
+    failed: u64,
+    error_rate: f64,
+    latency_seconds: Option<Quantiles>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exemplars: Option<Vec<ExemplarView>>,
+}
+
+/// An edge: calls from `source` to `target`.
+#[derive(Serialize, Debug)]
+struct EdgeView {
+    id: String,
+    source: Box<str>,
+    target: Box<str>,
+    connection_type: &'static str,
+    requests: u64,
+    requests_per_second: f64,
+    failed: u64,
+    error_rate: f64,
+    client_latency_seconds: Option<Quantiles>,
+    server_latency_seconds: Option<Quantiles>,
+    network_latency_seconds: Option<Quantiles>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exemplars: Option<Vec<ExemplarView>>,
+}
+
+/// Interpolated percentiles of a latency histogram, in seconds.
+#[derive(Serialize, Debug, Clone, Copy)]
+struct Quantiles {
+    p50: Option<f64>,
+    p95: Option<f64>,
+    p99: Option<f64>,
+}
+
+/// One exemplar call.
+#[derive(Serialize, Debug)]
+struct ExemplarView {
+    trace_id: Hex<16>,
+    span_id: Hex<8>,
+    duration_seconds: f64,
+    failed: bool,
+    timestamp: Timestamp,
+}
+
+/// Bytes written as lowercase hex without an intermediate string.
+#[derive(Debug, Clone, Copy)]
+struct Hex<const N: usize>([u8; N]);
+
+impl<const N: usize> std::fmt::Display for Hex<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl<const N: usize> Serialize for Hex<N> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Unix nanoseconds written as an RFC 3339 UTC timestamp with milliseconds
+/// (`2024-05-01T12:00:00.000Z`).
+#[derive(Debug, Clone, Copy)]
+struct Timestamp(u64);
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0 / 1_000_000;
+        let secs = ms / 1000;
+        let days = (secs / 86_400) as i64;
+        let rem = secs % 86_400;
+        // Howard Hinnant's days-to-civil algorithm.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            ms % 1000
+        )
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Grafana's node graph panel data: `{"nodes": [...], "edges": [...]}`, one row per node and
+/// edge with the panel's field names, so a JSON data source (e.g. Infinity with root `nodes` /
+/// `edges`) feeds the panel directly.
 ///
 /// Nodes: `id`; `title` the service name; `subtitle` the namespace, else the kind
 /// (`service`, `database`, `messaging`, `virtual`, `user`); `mainstat` requests per second
@@ -589,91 +793,124 @@ pub(crate) fn parse_format(query: &BTreeMap<String, String>) -> Result<Format, S
 /// the client's p95 for edges without a server span (virtual nodes, databases, messaging);
 /// `detail__*` fields. Every row carries every field (null where unknown), so the data
 /// frame's columns do not depend on the first row.
-pub(crate) fn nodegraph(topology: &Json) -> Json {
-    let rows = |key: &str| topology[key].as_array().map_or(&[][..], Vec::as_slice);
-    let nodes: Vec<Json> = rows("nodes")
-        .iter()
-        .map(|n| {
-            let error_rate = n["error_rate"].as_f64().unwrap_or(0.0).clamp(0.0, 1.0);
-            let subtitle = match &n["namespace"] {
-                Json::String(ns) => Json::String(ns.clone()),
-                _ => n["kind"].clone(),
-            };
-            let lat = &n["latency_seconds"];
-            json!({
-                "id": n["id"],
-                "title": n["name"],
-                "subtitle": subtitle,
-                "mainstat": n["requests_per_second"],
-                "secondarystat": millis(&lat["p95"]),
-                "arc__success": 1.0 - error_rate,
-                "arc__failed": error_rate,
-                "detail__kind": n["kind"],
-                "detail__namespace": n["namespace"],
-                "detail__requests": n["requests"],
-                "detail__failed": n["failed"],
-                "detail__error_rate": n["error_rate"],
-                "detail__p50_ms": millis(&lat["p50"]),
-                "detail__p99_ms": millis(&lat["p99"]),
-            })
-        })
-        .collect();
-    let edges: Vec<Json> = rows("edges")
-        .iter()
-        .map(|e| {
-            let (client, server) = (&e["client_latency_seconds"], &e["server_latency_seconds"]);
-            let p95 = if server.is_null() {
-                &client["p95"]
-            } else {
-                &server["p95"]
-            };
-            json!({
-                "id": e["id"],
-                "source": e["source"],
-                "target": e["target"],
-                "mainstat": e["requests_per_second"],
-                "secondarystat": millis(p95),
-                "detail__connection_type": e["connection_type"],
-                "detail__requests": e["requests"],
-                "detail__failed": e["failed"],
-                "detail__error_rate": e["error_rate"],
-                "detail__client_p95_ms": millis(&client["p95"]),
-                "detail__server_p95_ms": millis(&server["p95"]),
-                "detail__network_p95_ms": millis(&e["network_latency_seconds"]["p95"]),
-            })
-        })
-        .collect();
-    json!({ "nodes": nodes, "edges": edges })
+#[derive(Serialize, Debug)]
+pub struct NodeGraph<'a> {
+    nodes: Vec<NodeGraphNode<'a>>,
+    edges: Vec<NodeGraphEdge<'a>>,
 }
 
-/// Seconds (a JSON number or null) as milliseconds.
-fn millis(seconds: &Json) -> Json {
-    seconds.as_f64().map_or(Json::Null, |s| json!(s * 1000.0))
+/// A node row of [`NodeGraph`].
+#[derive(Serialize, Debug)]
+struct NodeGraphNode<'a> {
+    id: &'a str,
+    title: &'a str,
+    subtitle: &'a str,
+    mainstat: f64,
+    secondarystat: Option<f64>,
+    #[serde(rename = "arc__success")]
+    arc_success: f64,
+    #[serde(rename = "arc__failed")]
+    arc_failed: f64,
+    #[serde(rename = "detail__kind")]
+    detail_kind: &'a str,
+    #[serde(rename = "detail__namespace")]
+    detail_namespace: Option<&'a str>,
+    #[serde(rename = "detail__requests")]
+    detail_requests: u64,
+    #[serde(rename = "detail__failed")]
+    detail_failed: u64,
+    #[serde(rename = "detail__error_rate")]
+    detail_error_rate: f64,
+    #[serde(rename = "detail__p50_ms")]
+    detail_p50_ms: Option<f64>,
+    #[serde(rename = "detail__p99_ms")]
+    detail_p99_ms: Option<f64>,
+}
+
+/// An edge row of [`NodeGraph`].
+#[derive(Serialize, Debug)]
+struct NodeGraphEdge<'a> {
+    id: &'a str,
+    source: &'a str,
+    target: &'a str,
+    mainstat: f64,
+    secondarystat: Option<f64>,
+    #[serde(rename = "detail__connection_type")]
+    detail_connection_type: &'a str,
+    #[serde(rename = "detail__requests")]
+    detail_requests: u64,
+    #[serde(rename = "detail__failed")]
+    detail_failed: u64,
+    #[serde(rename = "detail__error_rate")]
+    detail_error_rate: f64,
+    #[serde(rename = "detail__client_p95_ms")]
+    detail_client_p95_ms: Option<f64>,
+    #[serde(rename = "detail__server_p95_ms")]
+    detail_server_p95_ms: Option<f64>,
+    #[serde(rename = "detail__network_p95_ms")]
+    detail_network_p95_ms: Option<f64>,
+}
+
+/// Reshapes a topology into Grafana's node graph panel data.
+pub(crate) fn nodegraph(view: &View) -> NodeGraph<'_> {
+    let ms = |q: Option<Quantiles>, pick: fn(&Quantiles) -> Option<f64>| {
+        q.as_ref().and_then(pick).map(|s| s * 1000.0)
+    };
+    let nodes = view
+        .nodes
+        .iter()
+        .map(|n| {
+            let error_rate = n.error_rate.clamp(0.0, 1.0);
+            NodeGraphNode {
+                id: &n.id,
+                title: &n.name,
+                subtitle: n.namespace.as_deref().unwrap_or(n.kind),
+                mainstat: n.requests_per_second,
+                secondarystat: ms(n.latency_seconds, |q| q.p95),
+                arc_success: 1.0 - error_rate,
+                arc_failed: error_rate,
+                detail_kind: n.kind,
+                detail_namespace: n.namespace.as_deref(),
+                detail_requests: n.requests,
+                detail_failed: n.failed,
+                detail_error_rate: n.error_rate,
+                detail_p50_ms: ms(n.latency_seconds, |q| q.p50),
+                detail_p99_ms: ms(n.latency_seconds, |q| q.p99),
+            }
+        })
+        .collect();
+    let edges = view
+        .edges
+        .iter()
+        .map(|e| {
+            let p95 = if e.server_latency_seconds.is_none() {
+                e.client_latency_seconds
+            } else {
+                e.server_latency_seconds
+            };
+            NodeGraphEdge {
+                id: &e.id,
+                source: &e.source,
+                target: &e.target,
+                mainstat: e.requests_per_second,
+                secondarystat: ms(p95, |q| q.p95),
+                detail_connection_type: e.connection_type,
+                detail_requests: e.requests,
+                detail_failed: e.failed,
+                detail_error_rate: e.error_rate,
+                detail_client_p95_ms: ms(e.client_latency_seconds, |q| q.p95),
+                detail_server_p95_ms: ms(e.server_latency_seconds, |q| q.p95),
+                detail_network_p95_ms: ms(e.network_latency_seconds, |q| q.p95),
+            }
+        })
+        .collect();
+    NodeGraph { nodes, edges }
 }
 
 /// `unix_ns` as an RFC 3339 UTC timestamp with milliseconds (`2024-05-01T12:00:00.000Z`).
+#[cfg(test)]
 pub(crate) fn rfc3339(unix_ns: u64) -> String {
-    let ms = unix_ns / 1_000_000;
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
+    Timestamp(unix_ns).to_string()
 }
 
 #[cfg(test)]
@@ -709,6 +946,72 @@ mod tests {
             parse_window(&q("0s"), hour)
                 .unwrap_err()
                 .contains("`window`")
+        );
+    }
+
+    #[test]
+    fn query_parameters_are_checked_by_name() {
+        let q = |pairs: &[(&str, &str)]| {
+            let m: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            parse_query(&m, Duration::from_secs(3600))
+        };
+        let all = q(&[]).unwrap();
+        assert_eq!(
+            all,
+            Query {
+                window: Duration::from_secs(300),
+                format: Format::Json,
+                exemplars: true,
+                node: None,
+            }
+        );
+        let some = q(&[
+            ("window", "1m"),
+            ("format", "nodegraph"),
+            ("exemplars", "false"),
+            ("node", "reviews.default"),
+            ("component", "servicegraph/x"),
+        ])
+        .unwrap();
+        assert_eq!(some.window, Duration::from_secs(60));
+        assert_eq!(some.format, Format::NodeGraph);
+        assert!(!some.exemplars);
+        assert_eq!(some.node.as_deref(), Some("reviews.default"));
+        assert!(q(&[("exemplars", "0")]).is_ok_and(|q| !q.exemplars));
+        assert!(q(&[("exemplars", "1")]).is_ok_and(|q| q.exemplars));
+        for (pairs, want) in [
+            (
+                &[("exemplar", "false")][..],
+                "unknown parameter `exemplar`; the topology API takes `window`, `format`, `exemplars`, `node` and `component`",
+            ),
+            (
+                &[("exemplars", "no")][..],
+                "invalid `exemplars` parameter `no`; write `true` or `false`",
+            ),
+            (&[("node", "")][..], "invalid `node` parameter: it is empty"),
+            (&[("window", "0s")][..], "invalid `window` parameter"),
+            (
+                &[("format", "csv")][..],
+                "unsupported `format` parameter `csv`",
+            ),
+        ] {
+            let e = q(pairs).unwrap_err();
+            assert!(e.contains(want), "{pairs:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn ids_and_times_are_written_without_detours() {
+        assert_eq!(
+            serde_json::to_string(&Hex([0xab, 0x01, 0xff])).unwrap(),
+            "\"ab01ff\""
+        );
+        assert_eq!(
+            serde_json::to_string(&Timestamp(1_714_564_800_123_000_000)).unwrap(),
+            "\"2024-05-01T12:00:00.123Z\""
         );
     }
 

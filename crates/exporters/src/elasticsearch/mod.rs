@@ -18,14 +18,21 @@
 //! the engine as rejected (`dropped{reason="rejected_by_backend"}`). Whole-request failures
 //! (connection errors, timeouts, 5xx, 429) are retried by the engine, honouring
 //! `Retry-After`; 400/401/403/404 and other 4xx on the request are permanent.
+//!
+//! With a `dependencies` section it also takes metrics: the service graph's request counts
+//! (`traces_service_graph_request_total`) become Jaeger dependency documents, written every
+//! `dependencies.interval` into the indices Jaeger's query service reads (see
+//! [`dependencies`]), so Jaeger shows the dependency graph without its batch job.
 
 mod bulk;
+pub mod dependencies;
 mod docs;
 mod templates;
 #[cfg(test)]
 mod tests;
 mod tls;
 
+pub use dependencies::DependenciesConfig;
 pub use docs::MappingMode;
 
 use crate::common::{self, parse_config};
@@ -140,6 +147,12 @@ pub struct ElasticsearchConfig {
     /// `logs-otel-v1` write aliases. Default: `false`.
     #[serde(default)]
     pub create_templates: bool,
+    /// Write the service graph as Jaeger dependency documents: `{ index_prefix, date_layout,
+    /// use_aliases, interval, max_staleness }` (each with its default, `{}` for all of
+    /// them). Required for the exporter to be in a `metrics` pipeline (fed by the
+    /// `servicegraph` connector); other metrics are counted and ignored. Default: none.
+    #[serde(default)]
+    pub dependencies: Option<DependenciesConfig>,
     /// Credentials: `{ user, password }` (basic) or `{ api_key }`. Default: none.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
@@ -180,13 +193,16 @@ impl Factory for ElasticsearchExporterFactory {
         "elasticsearch"
     }
     fn signals(&self) -> &'static [Signal] {
-        &[Signal::Traces, Signal::Logs]
+        &[Signal::Traces, Signal::Logs, Signal::Metrics]
     }
     fn description(&self) -> &'static str {
-        "Writes traces and logs to Elasticsearch or OpenSearch over the _bulk API (otel, ecs or dataprepper documents)"
+        "Writes traces and logs to Elasticsearch or OpenSearch over the _bulk API (otel, ecs or dataprepper documents); with `dependencies`, service graph metrics as Jaeger dependency documents"
     }
     fn schema(&self) -> schemars::Schema {
         schemars::schema_for!(ElasticsearchConfig)
+    }
+    fn signal_requires(&self) -> &'static [(Signal, &'static str)] {
+        &[(Signal::Metrics, Self::METRICS_REQUIRE)]
     }
     fn check(&self, config: &serde_json::Value) -> Result<(), String> {
         ElasticsearchExporter::new(&parse_config(config)?, "check", &Registry::new()).map(|_| ())
@@ -196,12 +212,18 @@ impl Factory for ElasticsearchExporterFactory {
 impl ExporterFactory for ElasticsearchExporterFactory {
     fn build(&self, ctx: BuildContext<'_>) -> Result<Arc<dyn Exporter>, String> {
         let cfg: ElasticsearchConfig = parse_config(ctx.config)?;
-        Ok(Arc::new(ElasticsearchExporter::new(
-            &cfg,
-            &ctx.id,
-            ctx.telemetry,
-        )?))
+        let exporter = Arc::new(ElasticsearchExporter::new(&cfg, &ctx.id, ctx.telemetry)?);
+        if let Some(d) = &exporter.dependencies {
+            d.start(Arc::downgrade(&exporter));
+        }
+        Ok(exporter)
     }
+}
+
+impl ElasticsearchExporterFactory {
+    /// The config key without which a `metrics` pipeline may not feed this exporter, for
+    /// `meshgate validate` (the exporter refuses metrics at run time without it).
+    pub const METRICS_REQUIRE: &'static str = "dependencies";
 }
 
 /// Per-signal counters resolved at build time.
@@ -228,6 +250,8 @@ pub struct ElasticsearchExporter {
     telemetry: Registry,
     /// Traces, logs.
     counters: [SignalCounters; 2],
+    /// Jaeger dependency documents from service graph metrics (`dependencies`).
+    dependencies: Option<dependencies::Dependencies>,
 }
 
 fn check_endpoint(url: &str) -> Result<String, String> {
@@ -342,6 +366,11 @@ impl ElasticsearchExporter {
         let traces_index = check_index("traces_index", &cfg.traces_index)?;
         let logs_index = check_index("logs_index", &cfg.logs_index)?;
         let auth = auth_header(&cfg.auth)?;
+        let dependencies = cfg
+            .dependencies
+            .as_ref()
+            .map(|d| dependencies::Dependencies::new(d, id, telemetry))
+            .transpose()?;
         let https = endpoints.iter().any(|e| e.starts_with("https://"));
         if !https && (cfg.tls.ca_file.is_some() || cfg.tls.insecure_skip_verify) {
             return Err("`tls` is set but no endpoint is `https://`".into());
@@ -388,6 +417,7 @@ impl ElasticsearchExporter {
             templates_installed: tokio::sync::Mutex::new(false),
             telemetry: telemetry.clone(),
             counters,
+            dependencies,
         })
     }
 
@@ -599,9 +629,15 @@ impl ElasticsearchExporter {
             Signal::Traces => 0,
             Signal::Logs => 1,
             Signal::Metrics => {
-                return Err(ExportError::permanent(
-                    "the elasticsearch exporter does not export metrics",
-                ));
+                let (Payload::Metrics(m), Some(d)) = (data, &self.dependencies) else {
+                    return Err(ExportError::permanent(
+                        "the elasticsearch exporter takes metrics only with `dependencies` set \
+                         (service graph metrics written as Jaeger dependency documents)",
+                    ));
+                };
+                // Only counted here: the documents are written every `interval`.
+                d.consume(m);
+                return Ok(Exported::default());
             }
         };
         let items = self.encoder.encode(data);
@@ -716,5 +752,21 @@ impl Exporter for ElasticsearchExporter {
 
     async fn export(&self, data: &Payload) -> Result<Exported, ExportError> {
         self.send(data).await
+    }
+
+    /// Writes the dependency calls gathered since the last document (one attempt).
+    async fn shutdown(&self) {
+        if let Some(d) = &self.dependencies {
+            d.stop().await;
+            self.flush_dependencies(dependencies::Flush::Last).await;
+        }
+    }
+}
+
+impl Drop for ElasticsearchExporter {
+    fn drop(&mut self) {
+        if let Some(d) = &self.dependencies {
+            d.abort();
+        }
     }
 }

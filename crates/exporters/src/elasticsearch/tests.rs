@@ -1151,3 +1151,417 @@ async fn https_with_a_custom_ca_and_with_verification_off() {
     assert_eq!(exp.export(&testutil::logs(1)).await.unwrap().rejected, 0);
     std::fs::remove_file(ca).unwrap();
 }
+
+// ----- dependencies: service graph metrics as Jaeger dependency documents -----------------
+
+/// Cumulative `traces_service_graph_request_total` points (client, server, value) of series
+/// that started now, after the exporter.
+fn request_totals(points: &[(&str, &str, i64)], start: u64) -> Payload {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    Payload::Metrics(ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![
+                    Metric {
+                        name: dependencies::REQUEST_TOTAL.into(),
+                        data: Some(metric::Data::Sum(Sum {
+                            data_points: points
+                                .iter()
+                                .map(|(c, s, v)| NumberDataPoint {
+                                    attributes: vec![
+                                        kv_str("client", c),
+                                        kv_str("server", s),
+                                        kv_str("connection_type", ""),
+                                    ],
+                                    start_time_unix_nano: start,
+                                    time_unix_nano: now,
+                                    value: Some(number_data_point::Value::AsInt(*v)),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            aggregation_temporality: 2,
+                            is_monotonic: true,
+                        })),
+                        ..Default::default()
+                    },
+                    Metric {
+                        name: "traces_service_graph_request_failed_total".into(),
+                        data: Some(metric::Data::Sum(Sum {
+                            data_points: vec![NumberDataPoint::default()],
+                            aggregation_temporality: 2,
+                            is_monotonic: true,
+                        })),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// Every dependency document the cluster was sent, as (action, document).
+fn dependency_docs(seen: &Arc<Mutex<Vec<Seen>>>) -> Vec<(Value, Value)> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.uri.starts_with("/_bulk"))
+        .flat_map(|s| {
+            let lines: Vec<Value> = s
+                .body
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            lines
+                .chunks(2)
+                .map(|p| (p[0].clone(), p[1].clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `parent->child` → callCount summed over documents, as Jaeger's query service adds them.
+fn links(docs: &[(Value, Value)]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (_, d) in docs {
+        for l in d["dependencies"].as_array().unwrap() {
+            *out.entry(format!(
+                "{}->{}",
+                l["parent"].as_str().unwrap(),
+                l["child"].as_str().unwrap()
+            ))
+            .or_default() += l["callCount"].as_u64().unwrap();
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn dependency_documents_are_written_every_interval_and_at_shutdown() {
+    let (seen, url) = cluster(|s, _| all_created(s)).await;
+    let reg = Registry::new();
+    let cfg: ElasticsearchConfig = parse_config(&json!({
+        "endpoints": [url],
+        "dependencies": {"index_prefix": "prod", "interval": "200ms"},
+    }))
+    .unwrap();
+    let exp = Arc::new(ElasticsearchExporter::new(&cfg, "elasticsearch", &reg).unwrap());
+    let start = now_nanos();
+    let before = now_nanos() / 1_000_000;
+    // Metrics are taken in at once (counted), written at the interval.
+    exp.export(&request_totals(
+        &[("web", "api", 5), ("api", "db", 2)],
+        start,
+    ))
+    .await
+    .unwrap();
+    assert!(dependency_docs(&seen).is_empty());
+    exp.dependencies
+        .as_ref()
+        .unwrap()
+        .start(Arc::downgrade(&exp));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while dependency_docs(&seen).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no document written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let docs = dependency_docs(&seen);
+    assert_eq!(docs.len(), 1);
+    let (action, doc) = &docs[0];
+    let index = action["create"]["_index"].as_str().unwrap();
+    assert!(index.starts_with("prod-jaeger-dependencies-20"), "{index}");
+    assert!(action["create"]["_id"].is_string());
+    let ts = humantime::parse_rfc3339(doc["timestamp"].as_str().unwrap()).unwrap();
+    let ts_ms = ts
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(ts_ms >= before, "stamped when written, after the calls");
+    assert_eq!(
+        index,
+        format!(
+            "prod-jaeger-dependencies-{}",
+            &humantime::format_rfc3339(ts).to_string()[..10]
+        )
+    );
+    assert_eq!(
+        links(&docs),
+        BTreeMap::from([("api->db".into(), 2), ("web->api".into(), 5)])
+    );
+    // Quiet intervals write nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(dependency_docs(&seen).len(), 1);
+    // Calls gathered after the last interval are written at shutdown.
+    exp.export(&request_totals(
+        &[("web", "api", 8), ("api", "db", 2)],
+        start,
+    ))
+    .await
+    .unwrap();
+    exp.shutdown().await;
+    let docs = dependency_docs(&seen);
+    assert_eq!(docs.len(), 2, "{docs:?}");
+    assert_eq!(
+        docs[1].1["dependencies"],
+        json!([{"parent": "web", "child": "api", "callCount": 3}])
+    );
+    assert_ne!(docs[0].0["create"]["_id"], docs[1].0["create"]["_id"]);
+    let m = |name: &str, l: &[&str]| metric(&reg, name, l);
+    let points = "meshgate_exporter_elasticsearch_dependencies_points_total";
+    assert_eq!(m(points, &["outcome=\"used\""]), 4);
+    assert_eq!(m(points, &["outcome=\"ignored\""]), 2);
+    assert_eq!(m(points, &[]), 6, "every point has one outcome");
+    let docs_total = "meshgate_exporter_elasticsearch_dependencies_documents_total";
+    assert_eq!(m(docs_total, &["outcome=\"written\""]), 2);
+    assert_eq!(m(docs_total, &[]), 2);
+    let calls = "meshgate_exporter_elasticsearch_dependencies_calls_total";
+    assert_eq!(m(calls, &["outcome=\"written\""]), 10);
+    assert_eq!(m(calls, &[]), 10);
+    // The interval task ended with the shutdown.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(dependency_docs(&seen).len(), 2);
+}
+
+#[tokio::test]
+async fn failed_dependency_documents_are_resent_under_the_same_id() {
+    let (seen, url) = cluster(|s, n| match n {
+        // Whole request refused, then the document throttled, then in: the last attempt's
+        // answer lost (timeout on our side would look the same), so the resend hits 409.
+        0 => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        1 => bulk_answer(&[429]),
+        2 => bulk_answer(&[409, 201]),
+        _ => all_created(s),
+    })
+    .await;
+    let reg = Registry::new();
+    let cfg: ElasticsearchConfig = parse_config(&json!({
+        "endpoints": [url],
+        "dependencies": {},
+    }))
+    .unwrap();
+    let exp = ElasticsearchExporter::new(&cfg, "elasticsearch", &reg).unwrap();
+    let start = now_nanos();
+    exp.export(&request_totals(&[("web", "api", 4)], start))
+        .await
+        .unwrap();
+    exp.flush_dependencies(dependencies::Flush::Interval).await;
+    exp.flush_dependencies(dependencies::Flush::Interval).await;
+    exp.export(&request_totals(&[("web", "api", 6)], start))
+        .await
+        .unwrap();
+    exp.flush_dependencies(dependencies::Flush::Interval).await;
+    // Nothing left: nothing sent.
+    exp.flush_dependencies(dependencies::Flush::Interval).await;
+    let docs = dependency_docs(&seen);
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    assert_eq!(
+        docs.len(),
+        4,
+        "the first document three times, then the second"
+    );
+    let id = &docs[0].0["create"]["_id"];
+    assert!(
+        docs[..3]
+            .iter()
+            .all(|d| &d.0["create"]["_id"] == id && d.1 == docs[0].1)
+    );
+    assert_ne!(&docs[3].0["create"]["_id"], id);
+    assert_eq!(
+        docs[3].1["dependencies"],
+        json!([{"parent": "web", "child": "api", "callCount": 2}])
+    );
+    let m = |name: &str, l: &[&str]| metric(&reg, name, l);
+    let d = "meshgate_exporter_elasticsearch_dependencies_";
+    assert_eq!(m(&format!("{d}document_retries_total"), &[]), 2);
+    assert_eq!(m(&format!("{d}document_duplicates_total"), &[]), 1);
+    assert_eq!(
+        m(&format!("{d}documents_total"), &["outcome=\"written\""]),
+        2
+    );
+    assert_eq!(m(&format!("{d}calls_total"), &["outcome=\"written\""]), 6);
+    assert_eq!(m(&format!("{d}calls_total"), &[]), 6);
+    assert_eq!(m(&format!("{d}unsent_documents"), &[]), 0);
+}
+
+#[tokio::test]
+async fn refused_and_undeliverable_dependency_documents_are_counted() {
+    let (_seen, url) = cluster(|_, n| match n {
+        0 => bulk_answer(&[400]),
+        _ => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    })
+    .await;
+    let reg = Registry::new();
+    let cfg: ElasticsearchConfig = parse_config(&json!({
+        "endpoints": [url],
+        "dependencies": {"interval": "1s"},
+        "retry_on_failure": {"max_elapsed_time": "1500ms"},
+    }))
+    .unwrap();
+    let exp = ElasticsearchExporter::new(&cfg, "elasticsearch", &reg).unwrap();
+    let start = now_nanos();
+    exp.export(&request_totals(&[("a", "b", 3)], start))
+        .await
+        .unwrap();
+    exp.flush_dependencies(dependencies::Flush::Interval).await;
+    exp.export(&request_totals(&[("a", "b", 10)], start))
+        .await
+        .unwrap();
+    // Unavailable: kept (another interval still fits in max_elapsed_time)...
+    exp.flush_dependencies(dependencies::Flush::Interval).await;
+    let m = |name: &str, l: &[&str]| metric(&reg, name, l);
+    let d = "meshgate_exporter_elasticsearch_dependencies_";
+    assert_eq!(m(&format!("{d}unsent_documents"), &[]), 1);
+    // ... then given up at shutdown, the only attempt there.
+    exp.shutdown().await;
+    assert_eq!(
+        m(&format!("{d}documents_total"), &["outcome=\"rejected\""]),
+        1
+    );
+    assert_eq!(m(&format!("{d}calls_total"), &["outcome=\"rejected\""]), 3);
+    assert_eq!(
+        m(&format!("{d}documents_total"), &["outcome=\"given_up\""]),
+        1
+    );
+    assert_eq!(m(&format!("{d}calls_total"), &["outcome=\"given_up\""]), 7);
+    assert_eq!(m(&format!("{d}calls_total"), &["outcome=\"written\""]), 0);
+    assert_eq!(m(&format!("{d}unsent_documents"), &[]), 0);
+}
+
+#[tokio::test]
+async fn retries_of_dependency_documents_stop_at_max_elapsed_time() {
+    let (seen, url) = cluster(|_, _| StatusCode::BAD_GATEWAY.into_response()).await;
+    let reg = Registry::new();
+    let cfg: ElasticsearchConfig = parse_config(&json!({
+        "endpoints": [url],
+        "dependencies": {"interval": "100ms"},
+        "retry_on_failure": {"max_elapsed_time": "250ms"},
+    }))
+    .unwrap();
+    let exp = ElasticsearchExporter::new(&cfg, "elasticsearch", &reg).unwrap();
+    exp.export(&request_totals(&[("a", "b", 3)], now_nanos()))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        exp.flush_dependencies(dependencies::Flush::Interval).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    exp.flush_dependencies(dependencies::Flush::Interval).await;
+    let d = "meshgate_exporter_elasticsearch_dependencies_";
+    assert_eq!(
+        metric(&reg, &format!("{d}calls_total"), &["outcome=\"given_up\""]),
+        3
+    );
+    let tries = seen.lock().unwrap().len();
+    assert!((2..=4).contains(&tries), "{tries} attempts");
+}
+
+#[tokio::test]
+async fn the_interval_task_resends_after_the_backoff_not_the_interval() {
+    let (seen, url) = cluster(|s, n| match n {
+        0 => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        _ => all_created(s),
+    })
+    .await;
+    let reg = Registry::new();
+    let cfg: ElasticsearchConfig = parse_config(&json!({
+        "endpoints": [url],
+        "dependencies": {"interval": "2s"},
+        "retry_on_failure": {"initial_interval": "50ms", "randomization_factor": 0.0},
+    }))
+    .unwrap();
+    let exp = Arc::new(ElasticsearchExporter::new(&cfg, "elasticsearch", &reg).unwrap());
+    exp.dependencies
+        .as_ref()
+        .unwrap()
+        .start(Arc::downgrade(&exp));
+    let started = tokio::time::Instant::now();
+    exp.export(&request_totals(&[("a", "b", 2)], now_nanos()))
+        .await
+        .unwrap();
+    let written = "meshgate_exporter_elasticsearch_dependencies_documents_total";
+    while metric(&reg, written, &["outcome=\"written\""]) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(5), "never written");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(3800),
+        "resent at {:?}: waited for the next interval instead of the backoff",
+        started.elapsed()
+    );
+    let docs = dependency_docs(&seen);
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[0], docs[1], "the same document, under the same id");
+    // The task holds the exporter only weakly: dropping the last handle frees it (and Drop
+    // aborts the task).
+    let task_gone = Arc::downgrade(&exp);
+    drop(exp);
+    assert!(task_gone.upgrade().is_none());
+}
+
+#[tokio::test]
+async fn metrics_need_the_dependencies_section() {
+    let reg = Registry::new();
+    let exp = exporter(json!({"endpoints": ["http://127.0.0.1:9"]}), &reg);
+    let e = exp
+        .export(&request_totals(&[("a", "b", 1)], now_nanos()))
+        .await
+        .unwrap_err();
+    assert!(
+        !e.retryable && e.message.contains("`dependencies`"),
+        "{}",
+        e.message
+    );
+    // `meshgate validate` refuses such a pipeline up front (tests/cli.rs).
+    assert_eq!(
+        ElasticsearchExporterFactory.signal_requires(),
+        [(Signal::Metrics, "dependencies")]
+    );
+    assert!(
+        ElasticsearchExporterFactory
+            .signals()
+            .contains(&Signal::Metrics)
+    );
+    let f = ElasticsearchExporterFactory;
+    f.check(&json!({"endpoints": ["http://es:9200"], "dependencies": {}}))
+        .unwrap();
+    for (bad, want) in [
+        (json!({"interval": "10ms"}), "dependencies.interval"),
+        (
+            json!({"date_layout": "01/02/2006"}),
+            "dependencies.date_layout",
+        ),
+        (json!({"index_prefix": "A"}), "dependencies.index_prefix"),
+        (json!({"batch": 1}), "unknown field"),
+    ] {
+        let e = f
+            .check(&json!({"endpoints": ["http://es:9200"], "dependencies": bad}))
+            .unwrap_err();
+        assert!(e.contains(want), "{e}");
+    }
+}
+
+#[test]
+fn dependencies_schema_documents_every_field_with_its_default() {
+    let schema = serde_json::to_value(schemars::schema_for!(DependenciesConfig)).unwrap();
+    let props = schema["properties"].as_object().unwrap();
+    assert_eq!(props.len(), 5);
+    for (name, p) in props {
+        let d = p["description"].as_str().unwrap_or_default();
+        assert!(d.contains("Default"), "{name}: {d:?}");
+    }
+    assert_eq!(schema["additionalProperties"], false);
+}
