@@ -7,7 +7,8 @@
 //!   edges of `/api/v1/topology` and of the simulator's ground truth; a real mouse click on a
 //!   node and on an edge (at the position the page reports, through its own hit-testing)
 //!   selects it and `#details` shows its name, requests/s, error rate and the exemplar trace
-//!   ids, which are trace ids the simulator sent; changing `#window` reloads with the new
+//!   ids, which are trace ids the simulator sent; typing part of a name and Enter in
+//!   `#search` selects that service; changing `#window` reloads with the new
 //!   window, a `#refresh` period reloads on its own; the console stays free of errors. A
 //!   screenshot is saved to `target/service-map-e2e.png` for review.
 //! - A synthetic mesh of 1,000 services and 5,000 edges (`meshgate_meshsim::SyntheticMesh`):
@@ -606,6 +607,42 @@ fn the_page_draws_the_simulated_mesh_and_a_click_shows_the_details() {
     assert!(
         failed_exemplar,
         "failed calls come first among the exemplars: {edge}"
+    );
+
+    // The search box: part of a name and Enter goes to the best match and selects it.
+    let search = browser.find("#search").unwrap_or_else(|e| panic!("{e}"));
+    browser
+        .send_keys(&search, "recommend\u{E007}")
+        .unwrap_or_else(|e| panic!("{e}"));
+    browser
+        .wait_for(
+            "(() => { const s = window.meshgateServiceMap.selected; \
+             return s && s.kind === 'node' && s.id === 'recommendations.ml'; })()",
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("searching `recommend` did not select recommendations.ml: {e}"));
+    let title = browser
+        .execute(
+            "return document.querySelector('#details h2').textContent;",
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        title,
+        json!("recommendations"),
+        "#details names the found service"
+    );
+    let pos = browser
+        .execute(
+            "return window.meshgateServiceMap.screenPosition('node', 'recommendations.ml');",
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        pos["x"]
+            .as_f64()
+            .is_some_and(|x| x > 0.0 && x < f64::from(VIEWPORT.0)),
+        "the found service is on screen: {pos}"
     );
 
     // Another window: the page reloads with it.

@@ -352,6 +352,18 @@ impl Browser {
             .map_err(|e| format!("click `{}`: {e}", el.selector))
     }
 
+    /// Types `text` into an element as a user would (focus, key events, `input` events);
+    /// `\u{E007}` is the Enter key.
+    pub fn send_keys(&self, el: &Element, text: &str) -> Result<(), String> {
+        self.session_command(
+            "POST",
+            &format!("/element/{}/value", el.id),
+            &json!({ "text": text }),
+        )
+        .map(|_| ())
+        .map_err(|e| format!("typing into `{}`: {e}", el.selector))
+    }
+
     /// A real mouse click at viewport coordinates (CSS pixels): pointer move, down, up,
     /// through WebDriver's Actions API, so the page's own hit-testing decides what it hits.
     pub fn click_at(&self, x: f64, y: f64) -> Result<(), String> {
