@@ -322,6 +322,32 @@ fn open(b: &Browser, url: &str, timeout: Duration) -> Json {
     map_state(b)
 }
 
+/// Checks the API's nodes and edges equal the truth's, opens the page (window 5m, no
+/// refresh) and checks it drew exactly those; returns the page's state.
+fn open_and_check_drawn(
+    b: &Browser,
+    gw: &Gateway,
+    api: &Json,
+    truth: &(BTreeSet<String>, BTreeSet<String>),
+    timeout: Duration,
+) -> Json {
+    let (truth_nodes, truth_edges) = truth;
+    assert_same_ids("API nodes vs truth", &ids(&api["nodes"]), truth_nodes);
+    assert_same_ids("API edges vs truth", &ids(&api["edges"]), truth_edges);
+    let state = open(b, &page_url(gw, "window=5m&refresh=0"), timeout);
+    assert_same_ids(
+        "drawn nodes vs API",
+        &string_set(&state["nodes"], "nodeIds()"),
+        truth_nodes,
+    );
+    assert_same_ids(
+        "drawn edges vs API",
+        &string_set(&state["edges"], "edgeIds()"),
+        truth_edges,
+    );
+    state
+}
+
 /// Clicks `kind` `id` with a real mouse click where the page says it is, and returns the
 /// text of `#details` once the page has selected it.
 fn click(b: &Browser, kind: &str, id: &str) -> String {
@@ -501,27 +527,11 @@ fn the_page_draws_the_simulated_mesh_and_a_click_shows_the_details() {
     let sent = trace_ids(&g);
 
     let api = topology(&gw, "5m");
-    let (truth_nodes, truth_edges) = truth_ids(&g);
-    assert_same_ids("API nodes vs truth", &ids(&api["nodes"]), &truth_nodes);
-    assert_same_ids("API edges vs truth", &ids(&api["edges"]), &truth_edges);
-
+    let truth = truth_ids(&g);
+    let (truth_nodes, truth_edges) = &truth;
     let browser = Browser::start(&dir, &chromium_bin, &chromedriver, VIEWPORT)
         .unwrap_or_else(|e| panic!("{e}"));
-    let state = open(
-        &browser,
-        &page_url(&gw, "window=5m&refresh=0"),
-        Duration::from_secs(30),
-    );
-    assert_same_ids(
-        "drawn nodes vs API",
-        &string_set(&state["nodes"], "nodeIds()"),
-        &truth_nodes,
-    );
-    assert_same_ids(
-        "drawn edges vs API",
-        &string_set(&state["edges"], "edgeIds()"),
-        &truth_edges,
-    );
+    let state = open_and_check_drawn(&browser, &gw, &api, &truth, Duration::from_secs(30));
     assert_eq!(state["loads"], 1, "one load so far: {state}");
     assert!(state["renders"].as_u64() >= Some(1), "{state}");
     let last = &state["lastLoad"];
@@ -718,7 +728,8 @@ fn the_page_draws_a_thousand_services_and_five_thousand_edges() {
     wait_settled(&gw, spans, Duration::from_secs(90));
 
     let api = topology(&gw, "5m");
-    let (truth_nodes, truth_edges) = truth_ids(&g);
+    let truth = truth_ids(&g);
+    let (truth_nodes, truth_edges) = &truth;
     // The mesh is the size asked for: 5,000 calls plus the users' edge; 8 calls per edge
     // on average leave a handful unexercised (e^-8).
     assert!(
@@ -727,26 +738,9 @@ fn the_page_draws_a_thousand_services_and_five_thousand_edges() {
         truth_nodes.len(),
         truth_edges.len()
     );
-    assert_same_ids("API nodes vs truth", &ids(&api["nodes"]), &truth_nodes);
-    assert_same_ids("API edges vs truth", &ids(&api["edges"]), &truth_edges);
-
     let browser = Browser::start(&dir, &chromium_bin, &chromedriver, VIEWPORT)
         .unwrap_or_else(|e| panic!("{e}"));
-    let state = open(
-        &browser,
-        &page_url(&gw, "window=5m&refresh=0"),
-        Duration::from_secs(120),
-    );
-    assert_same_ids(
-        "drawn nodes",
-        &string_set(&state["nodes"], "nodeIds()"),
-        &truth_nodes,
-    );
-    assert_same_ids(
-        "drawn edges",
-        &string_set(&state["edges"], "edgeIds()"),
-        &truth_edges,
-    );
+    let state = open_and_check_drawn(&browser, &gw, &api, &truth, Duration::from_secs(120));
     eprintln!(
         "first load of {} nodes / {} edges: {}",
         truth_nodes.len(),

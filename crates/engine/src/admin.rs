@@ -212,8 +212,8 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/api/{*rest}", get(api_route))
-        // Pages components serve (`/service-map`); other methods get 405.
+        // Everything else is a component's: `/api/...` routes and pages (`/service-map`);
+        // other methods than GET get 405.
         .fallback(get(api_route))
         .with_state(AdminState {
             telemetry,

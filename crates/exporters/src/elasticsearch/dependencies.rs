@@ -47,7 +47,7 @@ use super::bulk::ItemOutcome;
 use super::docs::Item;
 use meshgate_config::DurationValue;
 use meshgate_engine::telemetry::{Counter, Gauge, Registry};
-use meshgate_pdata::attributes::value_to_string;
+use meshgate_pdata::attributes::{get, value_to_string};
 use meshgate_pdata::otlp::{
     ExportMetricsServiceRequest, KeyValue, NumberDataPoint, metric, number_data_point,
 };
@@ -297,12 +297,9 @@ fn series_key(resource: &[KeyValue], scope: &str, attrs: &[KeyValue]) -> Vec<u8>
     out
 }
 
+/// A point attribute as text; absent and empty are alike.
 fn attr(attrs: &[KeyValue], key: &str) -> Option<String> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| v.value.as_ref())
+    get(attrs, key)
         .map(value_to_string)
         .filter(|s| !s.is_empty())
 }

@@ -8,8 +8,6 @@
 
   // ---- Constants --------------------------------------------------------------------------
 
-  const WINDOWS = ["1m", "5m", "15m", "1h"];
-  const REFRESHES = [0, 5, 10, 30, 60];
   const DEFAULT_WINDOW = "5m";
   const DEFAULT_REFRESH = 10;
   const FETCH_TIMEOUT_MS = 15000;
